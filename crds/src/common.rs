@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// Kubernetes object names that live inside one namespace (DNS-1123 subdomain).
-pub(crate) const DNS_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub(crate) const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// Namespace names and other DNS-1123 labels.
 pub(crate) const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// Keys of a Secret's `data` map.

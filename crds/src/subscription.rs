@@ -59,12 +59,7 @@ fn default_grace_period_days() -> i32 {
 impl SubscriptionSpec {
     /// The spec the operator creates for a new tenant.
     pub fn for_plan(plan: PlanName) -> Self {
-        SubscriptionSpec {
-            plan,
-            limits: None,
-            stripe: None,
-            grace_period_days: default_grace_period_days(),
-        }
+        SubscriptionSpec { plan, limits: None, stripe: None, grace_period_days: default_grace_period_days() }
     }
 }
 

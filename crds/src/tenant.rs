@@ -7,8 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    Condition, DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, MODEL_NAME_PATTERN, PlanName, SecretKeyRef,
-    SecretRef,
+    Condition, DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, MODEL_NAME_PATTERN, PlanName, SecretKeyRef, SecretRef,
 };
 
 /// The longest tenant name: `tenant-<name>` must still be a valid namespace name (63 characters).

@@ -58,10 +58,7 @@ fn tenant_names_must_fit_a_namespace() {
 
 #[test]
 fn min_replicas_cannot_exceed_max() {
-    let spec = with(
-        valid_tenant_spec(),
-        json!({"components": {"chat": {"minReplicas": 5, "maxReplicas": 2}}}),
-    );
+    let spec = with(valid_tenant_spec(), json!({"components": {"chat": {"minReplicas": 5, "maxReplicas": 2}}}));
     assert!(rejection(&tenant("acme", spec)).contains("minReplicas must not be greater than maxReplicas"));
 }
 
@@ -92,10 +89,8 @@ fn ingress_tls_takes_exactly_one_source() {
 
 #[test]
 fn stripe_prices_name_paid_plans_with_price_ids() {
-    let spec = with(
-        valid_tenant_spec(),
-        json!({"stripe": {"secretRef": {"name": "stripe"}, "prices": {"pro": "prod_123"}}}),
-    );
+    let spec =
+        with(valid_tenant_spec(), json!({"stripe": {"secretRef": {"name": "stripe"}, "prices": {"pro": "prod_123"}}}));
     assert!(rejection(&tenant("acme", spec)).contains("Stripe price id"));
 }
 
@@ -138,10 +133,8 @@ fn plain_http_needs_allow_insecure() {
     let errors = validate_cel(&provider(provider_spec(json!({"baseUrl": "http://vllm.ai.svc:8000/v1"}))))
         .expect_err("plain http");
     assert!(format!("{errors:?}").contains("must use https"));
-    validate_cel(&provider(provider_spec(
-        json!({"baseUrl": "http://vllm.ai.svc:8000/v1", "allowInsecure": true}),
-    )))
-    .expect("explicitly insecure");
+    validate_cel(&provider(provider_spec(json!({"baseUrl": "http://vllm.ai.svc:8000/v1", "allowInsecure": true}))))
+        .expect("explicitly insecure");
 }
 
 fn subscription(name: &str, spec: serde_json::Value) -> Subscription {

@@ -23,12 +23,7 @@ fn every_crd_is_in_the_saaschat_category_with_a_status_subresource() {
         assert!(!crd.spec.names.short_names.clone().unwrap_or_default().is_empty(), "{name}");
         let version = &crd.spec.versions[0];
         assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{name}");
-        let columns: Vec<_> = version
-            .additional_printer_columns
-            .iter()
-            .flatten()
-            .map(|c| c.name.as_str())
-            .collect();
+        let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
         assert!(columns.contains(&"Ready") && columns.contains(&"Age"), "{name}: {columns:?}");
     }
 }

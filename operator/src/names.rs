@@ -55,11 +55,7 @@ impl Component {
 
 /// The namespace a tenant lives in.
 pub fn tenant_namespace(tenant: &ChatTenant) -> String {
-    tenant
-        .spec
-        .namespace
-        .clone()
-        .unwrap_or_else(|| format!("tenant-{}", tenant_name(tenant)))
+    tenant.spec.namespace.clone().unwrap_or_else(|| format!("tenant-{}", tenant_name(tenant)))
 }
 
 pub fn tenant_name(tenant: &ChatTenant) -> &str {

@@ -32,11 +32,7 @@ impl EffectivePlan {
             // The CRD requires limits for custom plans; without them the custom plan is as small as free.
             PlanName::Custom => (custom_limits.cloned().unwrap_or_else(|| limits(1_000_000, 20, 5)), None),
         };
-        EffectivePlan {
-            name: plan,
-            limits,
-            replica_cap,
-        }
+        EffectivePlan { name: plan, limits, replica_cap }
     }
 
     pub fn of_subscription(subscription: &Subscription) -> Self {
@@ -57,12 +53,7 @@ impl EffectivePlan {
 }
 
 fn limits(tokens_per_month: i64, requests_per_minute: i32, seats: i32) -> PlanLimits {
-    PlanLimits {
-        tokens_per_month,
-        requests_per_minute,
-        seats,
-        allowed_models: Vec::new(),
-    }
+    PlanLimits { tokens_per_month, requests_per_minute, seats, allowed_models: Vec::new() }
 }
 
 /// Why a tenant is not serving.

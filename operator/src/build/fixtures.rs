@@ -41,11 +41,7 @@ pub fn provider(name: &str) -> AIProvider {
 }
 
 pub fn resolved_openai() -> Vec<ResolvedProvider> {
-    vec![ResolvedProvider {
-        name: "openai".into(),
-        spec: provider_spec(),
-        allowed_models: vec!["gpt-4o-mini".into()],
-    }]
+    vec![ResolvedProvider { name: "openai".into(), spec: provider_spec(), allowed_models: vec!["gpt-4o-mini".into()] }]
 }
 
 /// Owns what the borrowed `TenantInputs` point to.

@@ -43,10 +43,7 @@ pub fn ingress(inputs: &TenantInputs<'_>) -> Option<DesiredObject> {
             backend: IngressBackend {
                 service: Some(IngressServiceBackend {
                     name: component.name().into(),
-                    port: Some(ServiceBackendPort {
-                        number: Some(HTTP_PORT),
-                        ..ServiceBackendPort::default()
-                    }),
+                    port: Some(ServiceBackendPort { number: Some(HTTP_PORT), ..ServiceBackendPort::default() }),
                 }),
                 ..IngressBackend::default()
             },

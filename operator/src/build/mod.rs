@@ -3,13 +3,13 @@
 //! byte-identical objects (which is what lets the apply step skip writes).
 
 mod config_map;
-mod datastores;
+pub(crate) mod datastores;
 mod ingress;
 mod namespace;
 mod network_policy;
 mod rbac;
 mod scaling;
-mod secrets;
+pub(crate) mod secrets;
 mod security;
 mod workloads;
 
@@ -131,10 +131,7 @@ pub fn desired_state(inputs: &TenantInputs<'_>) -> DesiredState {
     objects.extend(scaling::disruption_budgets(inputs));
     objects.extend(network_policy::network_policies(inputs));
     objects.extend(ingress::ingress(inputs));
-    DesiredState {
-        objects,
-        secrets: secrets::secrets(inputs),
-    }
+    DesiredState { objects, secrets: secrets::secrets(inputs) }
 }
 
 /// The public URL of a tenant, or its in-cluster address when it has no ingress.

@@ -53,13 +53,15 @@ fn runs(inputs: &TenantInputs<'_>, component: Component) -> bool {
     }
 }
 
-fn policy(inputs: &TenantInputs<'_>, name: &str, component: Option<Component>, spec: NetworkPolicySpec) -> DesiredObject {
+fn policy(
+    inputs: &TenantInputs<'_>,
+    name: &str,
+    component: Option<Component>,
+    spec: NetworkPolicySpec,
+) -> DesiredObject {
     DesiredObject::new(
         OwnedKind::NetworkPolicy,
-        NetworkPolicy {
-            metadata: inputs.meta(name, component),
-            spec: Some(spec),
-        },
+        NetworkPolicy { metadata: inputs.meta(name, component), spec: Some(spec) },
     )
 }
 
@@ -139,17 +141,11 @@ fn component_policy(inputs: &TenantInputs<'_>, component: Component) -> DesiredO
         egress.push(NetworkPolicyEgressRule {
             to: Some(vec![
                 NetworkPolicyPeer {
-                    ip_block: Some(IPBlock {
-                        cidr: "0.0.0.0/0".into(),
-                        except: Some(vec![METADATA_ADDRESS.into()]),
-                    }),
+                    ip_block: Some(IPBlock { cidr: "0.0.0.0/0".into(), except: Some(vec![METADATA_ADDRESS.into()]) }),
                     ..NetworkPolicyPeer::default()
                 },
                 NetworkPolicyPeer {
-                    ip_block: Some(IPBlock {
-                        cidr: "::/0".into(),
-                        except: None,
-                    }),
+                    ip_block: Some(IPBlock { cidr: "::/0".into(), except: None }),
                     ..NetworkPolicyPeer::default()
                 },
             ]),
@@ -181,12 +177,7 @@ fn internet_ports(inputs: &TenantInputs<'_>, component: Component) -> BTreeSet<i
             .providers
             .iter()
             .map(|p| {
-                p.spec
-                    .base_url
-                    .as_deref()
-                    .or(p.spec.provider_type.default_base_url())
-                    .and_then(url_port)
-                    .unwrap_or(443)
+                p.spec.base_url.as_deref().or(p.spec.provider_type.default_base_url()).and_then(url_port).unwrap_or(443)
             })
             .collect(),
         Component::Billing => BTreeSet::from([443, 6443]),
@@ -204,9 +195,7 @@ pub fn url_port(url: &str) -> Option<i32> {
         Some(bracketed) => bracketed.split_once("]:").map(|(_, port)| port),
         None => host_port.split_once(':').map(|(_, port)| port),
     };
-    let explicit = port_text
-        .and_then(|port| port.parse::<i32>().ok())
-        .filter(|p| (1..=65535).contains(p));
+    let explicit = port_text.and_then(|port| port.parse::<i32>().ok()).filter(|p| (1..=65535).contains(p));
     explicit.or(match scheme {
         "https" => Some(443),
         "http" => Some(80),

@@ -75,8 +75,5 @@ pub fn billing_role(inputs: &TenantInputs<'_>) -> Vec<DesiredObject> {
             ..Subject::default()
         }]),
     };
-    vec![
-        DesiredObject::new(OwnedKind::Role, role),
-        DesiredObject::new(OwnedKind::RoleBinding, binding),
-    ]
+    vec![DesiredObject::new(OwnedKind::Role, role), DesiredObject::new(OwnedKind::RoleBinding, binding)]
 }

@@ -58,29 +58,12 @@ pub fn secrets(inputs: &TenantInputs<'_>) -> Vec<DesiredSecret> {
         source: SecretSource::Copied(keys),
         retained_with_data: false,
     };
-    let key = |key: &str, source: SecretKeyRef| CopiedKey {
-        key: key.into(),
-        source,
-    };
+    let key = |key: &str, source: SecretKeyRef| CopiedKey { key: key.into(), source };
     let whole = |secret_name: &str, keys: &[&str]| -> Vec<CopiedKey> {
-        keys.iter()
-            .map(|k| {
-                key(
-                    k,
-                    SecretKeyRef {
-                        name: secret_name.into(),
-                        key: (*k).into(),
-                    },
-                )
-            })
-            .collect()
+        keys.iter().map(|k| key(k, SecretKeyRef { name: secret_name.into(), key: (*k).into() })).collect()
     };
 
-    let mut secrets = vec![generated(
-        secret::JWT_SIGNING_KEY,
-        Component::Auth,
-        GeneratedSecret::JwtSigningKey,
-    )];
+    let mut secrets = vec![generated(secret::JWT_SIGNING_KEY, Component::Auth, GeneratedSecret::JwtSigningKey)];
     secrets.push(match (&spec.database.mode, &spec.database.external_secret_ref) {
         (DataStoreMode::External, Some(source)) => {
             copied(secret::POSTGRES, Component::Postgres, vec![key("url", source.clone())])
@@ -101,11 +84,7 @@ pub fn secrets(inputs: &TenantInputs<'_>) -> Vec<DesiredSecret> {
         ));
     }
     if let Some(credentials) = spec.smtp.as_ref().and_then(|smtp| smtp.credentials_secret_ref.as_ref()) {
-        secrets.push(copied(
-            secret::SMTP,
-            Component::EmailWorker,
-            whole(&credentials.name, &["username", "password"]),
-        ));
+        secrets.push(copied(secret::SMTP, Component::EmailWorker, whole(&credentials.name, &["username", "password"])));
     }
     if let Some(stripe) = &spec.stripe {
         secrets.push(copied(

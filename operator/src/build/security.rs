@@ -13,10 +13,7 @@ pub fn pod_security_context(uid: i64) -> PodSecurityContext {
         run_as_user: Some(uid),
         run_as_group: Some(uid),
         fs_group: Some(uid),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..SeccompProfile::default()
-        }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
         ..PodSecurityContext::default()
     }
 }
@@ -25,17 +22,11 @@ pub fn pod_security_context(uid: i64) -> PodSecurityContext {
 pub fn container_security_context(read_only_root: bool) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Capabilities::default()
-        }),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
         privileged: Some(false),
         read_only_root_filesystem: Some(read_only_root),
         run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..SeccompProfile::default()
-        }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
         ..SecurityContext::default()
     }
 }

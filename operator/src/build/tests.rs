@@ -27,7 +27,8 @@ fn typed<K: DeserializeOwned>(state: &DesiredState, kind: OwnedKind) -> Vec<K> {
 }
 
 fn names_of(state: &DesiredState, kind: OwnedKind) -> Vec<String> {
-    let mut names: Vec<String> = state.objects.iter().filter(|o| o.kind == kind).map(|o| o.name().to_string()).collect();
+    let mut names: Vec<String> =
+        state.objects.iter().filter(|o| o.kind == kind).map(|o| o.name().to_string()).collect();
     names.sort();
     names
 }
@@ -76,19 +77,13 @@ fn a_default_tenant_gets_every_object_of_its_namespace() {
     assert_eq!(names_of(&state, OwnedKind::HorizontalPodAutoscaler), services);
     assert_eq!(names_of(&state, OwnedKind::PodDisruptionBudget), services);
     assert_eq!(names_of(&state, OwnedKind::StatefulSet), ["postgres", "redis"]);
-    assert_eq!(
-        names_of(&state, OwnedKind::Service),
-        ["auth", "billing", "chat", "email-worker", "postgres", "redis"]
-    );
+    assert_eq!(names_of(&state, OwnedKind::Service), ["auth", "billing", "chat", "email-worker", "postgres", "redis"]);
     assert_eq!(names_of(&state, OwnedKind::ConfigMap), ["tenant-config"]);
     assert_eq!(names_of(&state, OwnedKind::Role), ["billing-subscription-status"]);
     assert_eq!(names_of(&state, OwnedKind::RoleBinding), ["billing-subscription-status"]);
     assert!(names_of(&state, OwnedKind::Ingress).is_empty(), "no host, no ingress");
     let secrets: Vec<_> = state.secrets.iter().map(|s| s.name().to_string()).collect();
-    assert_eq!(
-        secrets,
-        ["jwt-signing-key", "postgres-credentials", "redis-credentials", "provider-openai"]
-    );
+    assert_eq!(secrets, ["jwt-signing-key", "postgres-credentials", "redis-credentials", "provider-openai"]);
 }
 
 #[test]
@@ -123,10 +118,7 @@ fn assert_restricted(pod: &PodSpec) {
     assert_eq!(pod.host_ipc, None);
     assert_eq!(pod_context.run_as_non_root, Some(true));
     assert_ne!(pod_context.run_as_user, Some(0));
-    assert_eq!(
-        pod_context.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
-        Some("RuntimeDefault")
-    );
+    assert_eq!(pod_context.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
     for volume in pod.volumes.iter().flatten() {
         assert!(
             volume.config_map.is_some()
@@ -149,11 +141,7 @@ fn assert_restricted(pod: &PodSpec) {
         assert_ne!(context.run_as_non_root, Some(false));
         let capabilities = context.capabilities.unwrap_or_default();
         assert_eq!(capabilities.drop, Some(vec!["ALL".to_string()]), "{}", container.name);
-        assert!(
-            capabilities.add.unwrap_or_default().iter().all(|c| c == "NET_BIND_SERVICE"),
-            "{}",
-            container.name
-        );
+        assert!(capabilities.add.unwrap_or_default().iter().all(|c| c == "NET_BIND_SERVICE"), "{}", container.name);
         for port in container.ports.iter().flatten() {
             assert_eq!(port.host_port, None);
         }
@@ -188,10 +176,7 @@ fn deployments_roll_without_losing_capacity_and_drain_on_stop() {
     for deployment in typed::<Deployment>(&state, OwnedKind::Deployment) {
         let spec = deployment.spec.expect("spec");
         let rolling = spec.strategy.and_then(|s| s.rolling_update).expect("rolling update");
-        assert_eq!(
-            rolling.max_unavailable,
-            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
-        );
+        assert_eq!(rolling.max_unavailable, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0)));
         let container = &spec.template.spec.expect("pod").containers[0];
         assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
         let pre_stop = container.lifecycle.clone().and_then(|l| l.pre_stop).and_then(|p| p.sleep);
@@ -199,7 +184,14 @@ fn deployments_roll_without_losing_capacity_and_drain_on_stop() {
         assert!(container.resources.as_ref().and_then(|r| r.requests.as_ref()).is_some());
         assert_eq!(
             container.image.as_deref(),
-            Some(format!("ghcr.io/saaschat/saaschat-{}:{}", deployment.metadata.name.unwrap_or_default(), env!("CARGO_PKG_VERSION")).as_str())
+            Some(
+                format!(
+                    "ghcr.io/saaschat/saaschat-{}:{}",
+                    deployment.metadata.name.unwrap_or_default(),
+                    env!("CARGO_PKG_VERSION")
+                )
+                .as_str()
+            )
         );
     }
 }
@@ -274,10 +266,7 @@ fn an_ended_subscription_stops_chat_only() {
 fn an_external_database_replaces_the_managed_one() {
     let mut external = tenant("acme");
     external.spec.database.mode = DataStoreMode::External;
-    external.spec.database.external_secret_ref = Some(SecretKeyRef {
-        name: "acme-db".into(),
-        key: "url".into(),
-    });
+    external.spec.database.external_secret_ref = Some(SecretKeyRef { name: "acme-db".into(), key: "url".into() });
     let state = build(&Inputs::new(external));
     assert_eq!(names_of(&state, OwnedKind::StatefulSet), ["redis"]);
     assert!(!names_of(&state, OwnedKind::Service).contains(&"postgres".to_string()));
@@ -326,8 +315,10 @@ fn ingress_follows_the_host_and_tls_settings() {
     let with_ingress = |tls: serde_json::Value| -> ChatTenant {
         let mut t = tenant("acme");
         t.spec.ingress = Some(
-            serde_json::from_value(serde_json::json!({"host": "acme.chat.example.com", "className": "nginx", "tls": tls}))
-                .expect("ingress"),
+            serde_json::from_value(
+                serde_json::json!({"host": "acme.chat.example.com", "className": "nginx", "tls": tls}),
+            )
+            .expect("ingress"),
         );
         t
     };
@@ -356,8 +347,10 @@ fn ingress_follows_the_host_and_tls_settings() {
     fn issued_tenant() -> ChatTenant {
         let mut t = tenant("acme");
         t.spec.ingress = Some(
-            serde_json::from_value(serde_json::json!({"host": "acme.chat.example.com", "tls": {"clusterIssuer": "le"}}))
-                .expect("ingress"),
+            serde_json::from_value(
+                serde_json::json!({"host": "acme.chat.example.com", "tls": {"clusterIssuer": "le"}}),
+            )
+            .expect("ingress"),
         );
         t
     }
@@ -387,7 +380,9 @@ fn network_policies_deny_by_default_and_allow_exactly_the_needed_paths() {
             .flat_map(|rule| rule.from.iter().flatten())
             .map(|peer| match (&peer.pod_selector, &peer.namespace_selector) {
                 (Some(pods), None) => pods.match_labels.clone().unwrap_or_default()[names::LABEL_COMPONENT].clone(),
-                (None, Some(ns)) => format!("ns:{}", ns.match_labels.clone().unwrap_or_default()["kubernetes.io/metadata.name"]),
+                (None, Some(ns)) => {
+                    format!("ns:{}", ns.match_labels.clone().unwrap_or_default()["kubernetes.io/metadata.name"])
+                }
                 _ => "other".into(),
             })
             .collect();
@@ -401,9 +396,15 @@ fn network_policies_deny_by_default_and_allow_exactly_the_needed_paths() {
     assert!(sources(&by_name("email-worker")).is_empty(), "nothing calls the email worker");
 
     let internet = |name: &str| -> String {
-        serde_json::to_string(&by_name(name).egress.unwrap_or_default().into_iter().filter(|r| {
-            r.to.iter().flatten().any(|peer| peer.ip_block.is_some())
-        }).collect::<Vec<_>>()).expect("json")
+        serde_json::to_string(
+            &by_name(name)
+                .egress
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.to.iter().flatten().any(|peer| peer.ip_block.is_some()))
+                .collect::<Vec<_>>(),
+        )
+        .expect("json")
     };
     assert!(internet("chat").contains("443"), "chat reaches the AI providers");
     assert!(internet("chat").contains("169.254.169.254/32"), "but never the metadata endpoint");

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, SleepAction,
-    Volume, VolumeMount,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -93,9 +92,7 @@ fn deployment(inputs: &TenantInputs<'_>, component: Component) -> Deployment {
         startup_probe: Some(http_probe("/healthz", 2, 30)),
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
-                sleep: Some(SleepAction {
-                    seconds: PRE_STOP_DELAY_SECONDS,
-                }),
+                sleep: Some(SleepAction { seconds: PRE_STOP_DELAY_SECONDS }),
                 ..LifecycleHandler::default()
             }),
             ..Lifecycle::default()
@@ -109,10 +106,7 @@ fn deployment(inputs: &TenantInputs<'_>, component: Component) -> Deployment {
         spec: Some(DeploymentSpec {
             replicas,
             revision_history_limit: Some(5),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            },
+            selector: LabelSelector { match_labels: Some(selector), ..LabelSelector::default() },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -160,12 +154,7 @@ const DEFAULT_RESOURCES: (&str, &str, &str) = ("100m", "128Mi", "512Mi");
 
 pub fn resources(resources: Option<&Resources>) -> ResourceRequirements {
     let (cpu_request, memory_request, memory_limit, cpu_limit) = match resources {
-        Some(r) => (
-            r.cpu_request.as_str(),
-            r.memory_request.as_str(),
-            r.memory_limit.as_str(),
-            r.cpu_limit.as_deref(),
-        ),
+        Some(r) => (r.cpu_request.as_str(), r.memory_request.as_str(), r.memory_limit.as_str(), r.cpu_limit.as_deref()),
         None => (DEFAULT_RESOURCES.0, DEFAULT_RESOURCES.1, DEFAULT_RESOURCES.2, None),
     };
     let mut limits = BTreeMap::from([("memory".to_string(), Quantity(memory_limit.into()))]);
@@ -183,18 +172,11 @@ pub fn resources(resources: Option<&Resources>) -> ResourceRequirements {
 }
 
 fn env(inputs: &TenantInputs<'_>, component: Component) -> Vec<EnvVar> {
-    let value = |name: &str, value: String| EnvVar {
-        name: name.into(),
-        value: Some(value),
-        ..EnvVar::default()
-    };
+    let value = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() };
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..ObjectFieldSelector::default()
-            }),
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -202,11 +184,7 @@ fn env(inputs: &TenantInputs<'_>, component: Component) -> Vec<EnvVar> {
     let from_secret = |name: &str, secret: &str, key: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -249,11 +227,7 @@ fn volumes(inputs: &TenantInputs<'_>, component: Component) -> (Vec<Volume>, Vec
     ];
     let mut mounts = vec![
         mount("config", paths::CONFIG_DIR),
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        },
+        VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
     ];
     let mut secret_volume = |volume: String, secret: String, dir: String| {
         mounts.push(mount(&volume, &dir));
@@ -290,10 +264,5 @@ fn volumes(inputs: &TenantInputs<'_>, component: Component) -> (Vec<Volume>, Vec
 }
 
 fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }
 }

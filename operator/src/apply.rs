@@ -1,0 +1,309 @@
+//! Server-side apply of desired objects, with no write when nothing changed.
+//!
+//! Every apply is forced with the one field manager. To keep an idle resync free of writes, the operator
+//! remembers what it last applied to each object (a hash of the desired object) and the object's change marker
+//! right after (`metadata.generation` for kinds with a spec/status split, `resourceVersion` for the others).
+//! An object is applied again only when the desired object changed, or the cached copy in the reflector
+//! store shows that somebody else changed it or deleted it (drift).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::build::DesiredObject;
+use crate::kinds::OwnedKind;
+use crate::metrics::Metrics;
+use crate::names::{self, FIELD_MANAGER};
+
+/// Which object, whatever its kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: OwnedKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// What the operator knows about an object right after applying it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    desired_hash: [u8; 32],
+    uid: Option<String>,
+    change_marker: Option<String>,
+}
+
+fn change_marker(kind: OwnedKind, meta: &ObjectMeta) -> Option<String> {
+    if kind.tracks_generation() { meta.generation.map(|g| g.to_string()) } else { meta.resource_version.clone() }
+}
+
+fn desired_hash(object: &DynamicObject) -> [u8; 32] {
+    let bytes = serde_json::to_vec(object).unwrap_or_default();
+    Sha256::digest(bytes).into()
+}
+
+/// The decision for one object; pure, so it is tested without a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyDecision {
+    /// Identical to what was applied last, and nobody touched it since.
+    UpToDate,
+    /// Absent, changed by somebody else, or the desired state changed.
+    Apply,
+}
+
+fn decide(
+    kind: OwnedKind,
+    object: &DynamicObject,
+    last: Option<&Fingerprint>,
+    current: Option<&ObjectMeta>,
+) -> ApplyDecision {
+    let (Some(last), Some(current)) = (last, current) else {
+        return ApplyDecision::Apply;
+    };
+    let unchanged = last.desired_hash == desired_hash(object)
+        && last.uid == current.uid
+        && last.change_marker == change_marker(kind, current)
+        && current.deletion_timestamp.is_none();
+    if unchanged { ApplyDecision::UpToDate } else { ApplyDecision::Apply }
+}
+
+/// The reflector stores through which the operator sees the objects it owns (metadata only, except where
+/// status matters and the typed stores are used).
+#[derive(Clone, Default)]
+pub struct OwnedStores {
+    stores: BTreeMap<OwnedKind, Store<PartialObjectMeta<DynamicObject>>>,
+    deployments: Option<Store<Deployment>>,
+    stateful_sets: Option<Store<StatefulSet>>,
+}
+
+fn reference<K: Resource>(key: &ObjectKey, dyntype: K::DynamicType) -> ObjectRef<K> {
+    let reference = ObjectRef::new_with(&key.name, dyntype);
+    match &key.namespace {
+        Some(namespace) => reference.within(namespace),
+        None => reference,
+    }
+}
+
+fn keys_of_tenant<K: Resource>(kind: OwnedKind, objects: Vec<Arc<K>>, tenant: &str) -> impl Iterator<Item = ObjectKey> {
+    objects
+        .into_iter()
+        .filter(move |o| o.labels().get(names::LABEL_TENANT).map(String::as_str) == Some(tenant))
+        .map(move |o| ObjectKey { kind, namespace: o.namespace(), name: o.name_any() })
+}
+
+impl OwnedStores {
+    pub fn insert(&mut self, kind: OwnedKind, store: Store<PartialObjectMeta<DynamicObject>>) {
+        self.stores.insert(kind, store);
+    }
+
+    /// Deployments and StatefulSets are watched whole (their status matters), so their metadata comes from there.
+    pub fn set_workload_stores(&mut self, deployments: Store<Deployment>, stateful_sets: Store<StatefulSet>) {
+        self.deployments = Some(deployments);
+        self.stateful_sets = Some(stateful_sets);
+    }
+
+    pub fn meta(&self, key: &ObjectKey) -> Option<ObjectMeta> {
+        match key.kind {
+            OwnedKind::Deployment => self.deployments.as_ref()?.get(&reference(key, ())).map(|o| o.metadata.clone()),
+            OwnedKind::StatefulSet => self.stateful_sets.as_ref()?.get(&reference(key, ())).map(|o| o.metadata.clone()),
+            kind => self.stores.get(&kind)?.get(&reference(key, kind.api_resource())).map(|o| o.metadata.clone()),
+        }
+    }
+
+    /// Objects of one tenant that the operator manages, as found in the stores.
+    pub fn of_tenant(&self, tenant: &str) -> Vec<ObjectKey> {
+        let mut keys = Vec::new();
+        for (kind, store) in &self.stores {
+            keys.extend(keys_of_tenant(*kind, store.state(), tenant));
+        }
+        if let Some(store) = &self.deployments {
+            keys.extend(keys_of_tenant(OwnedKind::Deployment, store.state(), tenant));
+        }
+        if let Some(store) = &self.stateful_sets {
+            keys.extend(keys_of_tenant(OwnedKind::StatefulSet, store.state(), tenant));
+        }
+        keys
+    }
+
+    pub async fn wait_until_ready(&self) {
+        // A dropped writer means the operator is shutting down; the reconcile then fails on its API calls.
+        for store in self.stores.values() {
+            let _ = store.wait_until_ready().await;
+        }
+        if let Some(store) = &self.deployments {
+            let _ = store.wait_until_ready().await;
+        }
+        if let Some(store) = &self.stateful_sets {
+            let _ = store.wait_until_ready().await;
+        }
+    }
+}
+
+/// Remembers the last apply per object; shared by every reconcile of the controller.
+#[derive(Clone, Default)]
+pub struct Ledger {
+    entries: Arc<Mutex<HashMap<ObjectKey, Fingerprint>>>,
+}
+
+impl Ledger {
+    fn get(&self, key: &ObjectKey) -> Option<Fingerprint> {
+        self.entries.lock().ok()?.get(key).cloned()
+    }
+
+    fn record(&self, key: ObjectKey, fingerprint: Fingerprint) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(key, fingerprint);
+        }
+    }
+
+    fn forget(&self, key: &ObjectKey) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+
+    /// Forgets every object of a tenant, so that the next reconcile re-applies it (used after deletion).
+    pub fn forget_namespace(&self, namespace: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|key, _| key.namespace.as_deref() != Some(namespace) && key.name != namespace);
+        }
+    }
+}
+
+/// Applies desired objects and deletes the ones no longer desired.
+#[derive(Clone)]
+pub struct Applier {
+    pub client: Client,
+    pub stores: OwnedStores,
+    pub ledger: Ledger,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn key_of(object: &DesiredObject) -> ObjectKey {
+    ObjectKey { kind: object.kind, namespace: object.namespace().map(str::to_string), name: object.name().to_string() }
+}
+
+impl Applier {
+    fn api(&self, kind: OwnedKind, namespace: Option<&str>) -> Api<DynamicObject> {
+        let resource = kind.api_resource();
+        match namespace {
+            Some(namespace) if kind.is_namespaced() => Api::namespaced_with(self.client.clone(), namespace, &resource),
+            _ => Api::all_with(self.client.clone(), &resource),
+        }
+    }
+
+    /// Applies one object unless it is up to date. Returns whether a write was made.
+    pub async fn apply(&self, object: &DesiredObject) -> Result<bool, kube::Error> {
+        let key = key_of(object);
+        let decision =
+            decide(object.kind, &object.object, self.ledger.get(&key).as_ref(), self.stores.meta(&key).as_ref());
+        if decision == ApplyDecision::UpToDate {
+            return Ok(false);
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let applied = self
+            .api(object.kind, object.namespace())
+            .patch(object.name(), &params, &Patch::Apply(&object.object))
+            .await?;
+        self.metrics.record_write(object.kind, "apply");
+        self.ledger.record(
+            key,
+            Fingerprint {
+                desired_hash: desired_hash(&object.object),
+                uid: applied.metadata.uid.clone(),
+                change_marker: change_marker(object.kind, &applied.metadata),
+            },
+        );
+        Ok(true)
+    }
+
+    /// Deletes an object the operator manages but no longer wants. A missing object is not an error.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), kube::Error> {
+        self.ledger.forget(key);
+        let params = DeleteParams::background();
+        match self.api(key.kind, key.namespace.as_deref()).delete(&key.name, &params).await {
+            Ok(_) => {
+                self.metrics.record_write(key.kind, "delete");
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::ApiResource;
+
+    fn object(data: &str) -> DynamicObject {
+        let mut object = DynamicObject::new("chat", &ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()));
+        object.data = serde_json::json!({ "data": { "k": data } });
+        object
+    }
+
+    fn meta(uid: &str, generation: i64, resource_version: &str) -> ObjectMeta {
+        ObjectMeta {
+            uid: Some(uid.into()),
+            generation: Some(generation),
+            resource_version: Some(resource_version.into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn fingerprint(kind: OwnedKind, desired: &DynamicObject, after: &ObjectMeta) -> Fingerprint {
+        Fingerprint {
+            desired_hash: desired_hash(desired),
+            uid: after.uid.clone(),
+            change_marker: change_marker(kind, after),
+        }
+    }
+
+    #[test]
+    fn an_object_never_applied_or_missing_is_applied() {
+        let desired = object("a");
+        let applied = meta("u1", 1, "10");
+        let last = fingerprint(OwnedKind::ConfigMap, &desired, &applied);
+        assert_eq!(decide(OwnedKind::ConfigMap, &desired, None, Some(&applied)), ApplyDecision::Apply);
+        assert_eq!(decide(OwnedKind::ConfigMap, &desired, Some(&last), None), ApplyDecision::Apply);
+    }
+
+    #[test]
+    fn an_untouched_object_with_the_same_desired_state_is_skipped() {
+        let desired = object("a");
+        let applied = meta("u1", 1, "10");
+        let last = fingerprint(OwnedKind::ConfigMap, &desired, &applied);
+        assert_eq!(decide(OwnedKind::ConfigMap, &desired, Some(&last), Some(&applied)), ApplyDecision::UpToDate);
+    }
+
+    #[test]
+    fn a_changed_desired_state_is_applied() {
+        let applied = meta("u1", 1, "10");
+        let last = fingerprint(OwnedKind::ConfigMap, &object("a"), &applied);
+        assert_eq!(decide(OwnedKind::ConfigMap, &object("b"), Some(&last), Some(&applied)), ApplyDecision::Apply);
+    }
+
+    #[test]
+    fn drift_is_seen_through_the_change_marker() {
+        let desired = object("a");
+        let applied = meta("u1", 3, "10");
+        // A Deployment whose status changed (new resourceVersion, same generation) is left alone ...
+        let last = fingerprint(OwnedKind::Deployment, &desired, &applied);
+        let status_only = meta("u1", 3, "11");
+        assert_eq!(decide(OwnedKind::Deployment, &desired, Some(&last), Some(&status_only)), ApplyDecision::UpToDate);
+        // ... but a spec edit (new generation) is repaired.
+        let edited = meta("u1", 4, "12");
+        assert_eq!(decide(OwnedKind::Deployment, &desired, Some(&last), Some(&edited)), ApplyDecision::Apply);
+        // A ConfigMap has no generation: any new resourceVersion means somebody edited it.
+        let last = fingerprint(OwnedKind::ConfigMap, &desired, &applied);
+        assert_eq!(decide(OwnedKind::ConfigMap, &desired, Some(&last), Some(&status_only)), ApplyDecision::Apply);
+        // A deleted and recreated object has a new uid.
+        let recreated = meta("u2", 3, "10");
+        assert_eq!(decide(OwnedKind::ConfigMap, &desired, Some(&last), Some(&recreated)), ApplyDecision::Apply);
+    }
+}

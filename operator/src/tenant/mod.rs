@@ -1,0 +1,294 @@
+//! The ChatTenant controller: watches tenants and everything they depend on or own, and reconciles each
+//! tenant as a pipeline (see `reconcile`).
+
+mod cleanup;
+mod reconcile;
+pub mod secrets;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Future, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject, PartialObjectMeta};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{WatchStreamExt, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use saaschat_crds::{AIProvider, ChatTenant, Subscription};
+
+use crate::apply::{Applier, Ledger, OwnedStores};
+use crate::backoff::Backoff;
+use crate::kinds::OwnedKind;
+use crate::metrics::Metrics;
+use crate::names;
+use crate::settings::Settings;
+use secrets::SecretError;
+
+pub const CONTROLLER: &str = "chattenant";
+/// How often a healthy tenant is looked at again even when nothing changed (drift of objects the operator
+/// does not watch, such as copied Secrets).
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("applying {kind:?} {name}: {source}")]
+    Apply {
+        kind: OwnedKind,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind:?} {name}: {source}")]
+    Prune {
+        kind: OwnedKind,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("reading {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("creating the Subscription: {0}")]
+    Subscription(#[source] kube::Error),
+    #[error("writing the status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("cleaning up: {0}")]
+    Cleanup(#[source] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Apply { .. } => "apply",
+            Error::Prune { .. } => "prune",
+            Error::Secret(_) => "secret",
+            Error::Read { .. } => "read",
+            Error::Subscription(_) => "subscription",
+            Error::Status(_) => "status",
+            Error::Cleanup(_) => "cleanup",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+
+    /// Conflicts (another writer got there first) resolve themselves on the next attempt.
+    pub fn is_conflict(&self) -> bool {
+        let source = match self {
+            Error::Apply { source, .. }
+            | Error::Prune { source, .. }
+            | Error::Read { source, .. }
+            | Error::Subscription(source)
+            | Error::Status(source)
+            | Error::Cleanup(source) => source,
+            Error::Secret(SecretError::Api { source, .. }) => source,
+            Error::Secret(SecretError::Generate) => return false,
+            Error::Finalizer(inner) => {
+                return match inner.as_ref() {
+                    finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.is_conflict(),
+                    finalizer::Error::AddFinalizer(kube::Error::Api(s))
+                    | finalizer::Error::RemoveFinalizer(kube::Error::Api(s)) => s.code == 409,
+                    _ => false,
+                };
+            }
+        };
+        matches!(source, kube::Error::Api(status) if status.code == 409)
+    }
+}
+
+/// Everything a reconcile needs, shared by all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub applier: Applier,
+    pub tenants: Store<ChatTenant>,
+    pub providers: Store<AIProvider>,
+    pub subscriptions: Store<Subscription>,
+    pub deployments: Store<Deployment>,
+    pub stateful_sets: Store<StatefulSet>,
+    pub recorder: Recorder,
+    pub backoff: Backoff<String>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    async fn wait_until_ready(&self) {
+        self.applier.stores.wait_until_ready().await;
+        // A dropped writer only happens at shutdown; reconciles then fail on their own API calls.
+        let _ = self.providers.wait_until_ready().await;
+        let _ = self.subscriptions.wait_until_ready().await;
+    }
+}
+
+/// The tenant an owned object belongs to, from its labels.
+fn owner_tenant<K: Resource>(object: &K) -> Option<ObjectRef<ChatTenant>> {
+    object.meta().labels.as_ref()?.get(names::LABEL_TENANT).map(|name| ObjectRef::new(name))
+}
+
+/// Strips what the operator never reads from cached objects, to keep its memory small.
+fn slim<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Changes to the Secrets in the secret namespace, metadata only: the operator reads a Secret's data only
+/// when a reconcile needs it, and its list/watch permission on Secrets is confined to that one namespace.
+pub fn source_secret_events(
+    client: &Client,
+    secret_namespace: &str,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    watcher(Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), secret_namespace), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+}
+
+/// Runs the tenant controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    concurrency: u16,
+    tenant_store: Arc<std::sync::OnceLock<Store<ChatTenant>>>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let managed = watcher::Config::default().labels(&names::managed_selector());
+    let tenants_api = Api::<ChatTenant>::all(client.clone());
+    let mut controller = Controller::new(tenants_api, watcher::Config::default()).with_config(
+        kube::runtime::controller::Config::default().concurrency(concurrency).debounce(Duration::from_millis(500)),
+    );
+    let tenants = controller.store();
+    // Set once per process: the controller runs once.
+    let _ = tenant_store.set(tenants.clone());
+
+    let (deployments, writer) = reflector::store();
+    let stream = watcher(Api::<Deployment>::all(client.clone()), managed.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects();
+    controller = controller.watches_stream(stream, |d| owner_tenant(&d));
+
+    let (stateful_sets, writer) = reflector::store();
+    let stream = watcher(Api::<StatefulSet>::all(client.clone()), managed.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects();
+    controller = controller.watches_stream(stream, |s| owner_tenant(&s));
+
+    let (subscriptions, writer) = reflector::store();
+    let tenant_index = tenants.clone();
+    let stream = watcher(Api::<Subscription>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects();
+    controller = controller.watches_stream(stream, move |subscription: Subscription| {
+        // A Subscription written from Git may carry no labels: find its tenant by namespace.
+        let namespace = subscription.namespace();
+        tenant_index
+            .state()
+            .into_iter()
+            .filter(|t| Some(names::tenant_namespace(t)) == namespace)
+            .map(|t| ObjectRef::from_obj(&*t))
+            .collect::<Vec<_>>()
+    });
+
+    let mut owned = OwnedStores::default();
+    for kind in OwnedKind::ALL {
+        if matches!(kind, OwnedKind::Deployment | OwnedKind::StatefulSet) {
+            // Seen through the typed stores above, which also carry the status the conditions come from.
+            continue;
+        }
+        let resource = kind.api_resource();
+        let writer = reflector::store::Writer::new(resource.clone());
+        let store = writer.as_reader();
+        let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &resource);
+        let stream = watcher(api, managed.clone()).default_backoff().modify(slim).reflect(writer).touched_objects();
+        controller = controller.watches_stream_with(stream, |o| owner_tenant(&o), resource);
+        owned.insert(kind, store);
+    }
+    owned.set_workload_stores(deployments.clone(), stateful_sets.clone());
+
+    let (providers, writer) = reflector::store();
+    let provider_events = watcher(Api::<AIProvider>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects();
+    let tenant_index = tenants.clone();
+    controller = controller.watches_stream(provider_events, move |provider: AIProvider| {
+        let name = provider.name_any();
+        tenant_index
+            .state()
+            .into_iter()
+            .filter(|t| t.spec.providers.iter().any(|p| p.name == name))
+            .map(|t| ObjectRef::from_obj(&*t))
+            .collect::<Vec<_>>()
+    });
+
+    let source_secret_events = source_secret_events(&client, &settings.secret_namespace);
+    let tenant_index = tenants.clone();
+    let provider_index = providers.clone();
+    controller = controller.watches_stream(source_secret_events, move |secret: PartialObjectMeta<Secret>| {
+        let name = secret.name_any();
+        let providers = reconcile::providers_by_name(&provider_index);
+        tenant_index
+            .state()
+            .into_iter()
+            .filter(|t| validate::referenced_secrets(t, &providers).contains(&name))
+            .map(|t| ObjectRef::from_obj(&*t))
+            .collect::<Vec<_>>()
+    });
+
+    let reporter = Reporter { controller: "saaschat-operator".into(), instance: std::env::var("POD_NAME").ok() };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        applier: Applier { client: client.clone(), stores: owned, ledger: Ledger::default(), metrics: metrics.clone() },
+        client,
+        settings,
+        tenants,
+        providers,
+        subscriptions,
+        deployments,
+        stateful_sets,
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        metrics,
+    });
+
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "tenant reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+fn error_policy(tenant: Arc<ChatTenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = tenant.name_any();
+    ctx.metrics.record_failure(CONTROLLER, error.reason());
+    if error.is_conflict() {
+        tracing::info!(tenant = %name, %error, "conflict, retrying");
+        return Action::requeue(Duration::from_millis(500 + fastrand::u64(0..500)));
+    }
+    let delay = ctx.backoff.next_delay(name.clone());
+    tracing::warn!(tenant = %name, %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}

@@ -1,0 +1,334 @@
+//! One reconcile of a ChatTenant, as a pipeline:
+//!
+//! 1. **dereference** the AIProviders, source Secrets and Subscription the tenant refers to;
+//! 2. **validate** what the schema cannot check (`validate`), collecting problems instead of failing;
+//! 3. **build** the desired objects (`build`, pure);
+//! 4. **apply** them (server-side apply, skipped when up to date) and prune what is no longer wanted;
+//! 5. **status**: compute conditions from the real workload status (`status`, pure) and write them only
+//!    when they changed, with an Event for each transition a person should see.
+//!
+//! Deletion runs the deletion policy through a finalizer (`cleanup`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use saaschat_crds::{
+    AIProvider, ChatTenant, ChatTenantStatus, ComponentStatus, SUBSCRIPTION_NAME, Subscription, SubscriptionSpec,
+};
+use serde_json::json;
+
+use super::status::{self, Observation};
+use super::validate::{Problem, SourceSecrets, referenced_secrets, validate};
+use super::{CONTROLLER, Context, Error, RESYNC, cleanup, secrets};
+use crate::apply::{ObjectKey, key_of};
+use crate::build::{self, DesiredState, TenantInputs};
+use crate::conditions::is_true;
+use crate::kinds::OwnedKind;
+use crate::names::{self, Component, FIELD_MANAGER, TENANT_FINALIZER};
+use crate::plan::{EffectivePlan, Suspension, decide_suspension};
+
+pub async fn reconcile(tenant: Arc<ChatTenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let name = tenant.name_any();
+    let api = Api::<ChatTenant>::all(ctx.client.clone());
+    let result = finalizer(&api, TENANT_FINALIZER, tenant, |event| async {
+        match event {
+            FinalizerEvent::Apply(tenant) => apply(&tenant, &ctx).await,
+            FinalizerEvent::Cleanup(tenant) => cleanup::cleanup(&tenant, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.record_reconcile(CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        ctx.backoff.reset(&name);
+    }
+    result
+}
+
+/// Providers by name, from the reflector store.
+pub fn providers_by_name(store: &Store<AIProvider>) -> BTreeMap<String, Arc<AIProvider>> {
+    store.state().into_iter().map(|p| (p.name_any(), p)).collect()
+}
+
+/// Objects that depend on the providers: while a provider problem stands they are created if missing but
+/// never changed, so that a broken reference cannot take a working chat service down.
+fn depends_on_providers(key: &ObjectKey) -> bool {
+    matches!(
+        (key.kind, key.name.as_str()),
+        (OwnedKind::ConfigMap, names::CONFIG_MAP)
+            | (OwnedKind::Deployment, "chat")
+            | (OwnedKind::NetworkPolicy, "chat")
+    )
+}
+
+async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
+    ctx.wait_until_ready().await;
+    let name = tenant.name_any();
+    let namespace = names::tenant_namespace(tenant);
+    let now = Timestamp::now();
+
+    // 1. Dereference.
+    let providers = providers_by_name(&ctx.providers);
+    let sources = read_source_secrets(ctx, &referenced_secrets(tenant, &providers)).await?;
+    let subscription = ctx.subscriptions.get(&ObjectRef::new(SUBSCRIPTION_NAME).within(&namespace));
+
+    // 2. Validate.
+    let plan = subscription
+        .as_deref()
+        .map(EffectivePlan::of_subscription)
+        .unwrap_or_else(|| EffectivePlan::of(tenant.spec.plan, None));
+    let (resolved, mut problems) = validate(tenant, &providers, &sources, &plan, &ctx.settings.secret_namespace);
+    if let Some(problem) = namespace_conflict(tenant, ctx) {
+        problems.insert(0, problem);
+    }
+    let (suspension, recheck) = decide_suspension(tenant.spec.suspend, subscription.as_deref(), now);
+    let paused =
+        tenant.annotations().get(names::RECONCILE_ANNOTATION).map(String::as_str) == Some(names::RECONCILE_PAUSED);
+    let conflict = problems.first().is_some_and(|p| p.reason == "NamespaceConflict");
+
+    if !paused && !conflict {
+        // 3. Build.
+        let inputs = TenantInputs { tenant, providers: &resolved, plan: &plan, suspension, settings: &ctx.settings };
+        let desired = build::desired_state(&inputs);
+        // 4. Apply.
+        apply_desired(ctx, &name, &desired, &sources, &namespace, !problems.is_empty()).await?;
+        if subscription.is_none() {
+            create_subscription(tenant, ctx, &namespace).await?;
+        }
+    }
+
+    // 5. Status.
+    let observation = Observation {
+        problems: &problems,
+        suspension,
+        paused,
+        components: observe_components(tenant, ctx, suspension),
+        plan: Some(plan.name.as_str().to_string()),
+    };
+    let new_status = status::compute(tenant, observation, now);
+    write_status(tenant, ctx, new_status).await?;
+
+    let next = recheck.map_or(RESYNC, |wait| wait.min(RESYNC));
+    Ok(Action::requeue(next))
+}
+
+async fn read_source_secrets(ctx: &Context, names: &[String]) -> Result<SourceSecrets, Error> {
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.settings.secret_namespace);
+    let mut secrets = BTreeMap::new();
+    for name in names {
+        let secret = api.get_opt(name).await.map_err(|source| Error::Read {
+            what: format!("Secret {}/{name}", ctx.settings.secret_namespace),
+            source,
+        })?;
+        secrets.insert(name.clone(), secret.map(|s| s.data.unwrap_or_default()));
+    }
+    Ok(secrets)
+}
+
+/// Two tenants cannot share a namespace: the second one is refused with a condition, never applied.
+fn namespace_conflict(tenant: &ChatTenant, ctx: &Context) -> Option<Problem> {
+    let namespace = names::tenant_namespace(tenant);
+    let key = ObjectKey { kind: OwnedKind::Namespace, namespace: None, name: namespace.clone() };
+    let meta = ctx.applier.stores.meta(&key)?;
+    let owner = meta.labels.as_ref()?.get(names::LABEL_TENANT)?;
+    (owner != &tenant.name_any()).then(|| {
+        Problem::new("NamespaceConflict", format!("namespace {namespace} already belongs to ChatTenant {owner:?}"))
+    })
+}
+
+async fn apply_one(ctx: &Context, object: &build::DesiredObject, conservative: bool) -> Result<(), Error> {
+    let key = key_of(object);
+    if conservative && depends_on_providers(&key) && ctx.applier.stores.meta(&key).is_some() {
+        return Ok(());
+    }
+    ctx.applier.apply(object).await.map(|_| ()).map_err(|source| Error::Apply {
+        kind: object.kind,
+        name: object.name().to_string(),
+        source,
+    })
+}
+
+/// Applies the desired objects and Secrets (namespace first), then deletes managed objects no longer desired.
+/// `conservative` (while a problem stands) leaves provider-dependent objects and pruning alone.
+async fn apply_desired(
+    ctx: &Context,
+    tenant: &str,
+    desired: &DesiredState,
+    sources: &SourceSecrets,
+    namespace: &str,
+    conservative: bool,
+) -> Result<(), Error> {
+    let (namespaces, rest): (Vec<_>, Vec<_>) = desired.objects.iter().partition(|o| o.kind == OwnedKind::Namespace);
+    for object in namespaces {
+        apply_one(ctx, object, conservative).await?;
+    }
+    let secrets_api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    secrets::ensure(&secrets_api, &desired.secrets, sources, namespace, &ctx.metrics).await?;
+    for object in rest {
+        apply_one(ctx, object, conservative).await?;
+    }
+    if conservative {
+        return Ok(());
+    }
+    let wanted: BTreeSet<ObjectKey> = desired.objects.iter().map(key_of).collect();
+    for key in ctx.applier.stores.of_tenant(tenant) {
+        if key.kind == OwnedKind::Namespace || wanted.contains(&key) {
+            continue;
+        }
+        ctx.applier.delete(&key).await.map_err(|source| Error::Prune {
+            kind: key.kind,
+            name: key.name.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Creates the tenant's Subscription from `spec.plan` when it has none; an existing one is never touched.
+async fn create_subscription(tenant: &ChatTenant, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let mut subscription = Subscription::new(SUBSCRIPTION_NAME, SubscriptionSpec::for_plan(tenant.spec.plan));
+    subscription.metadata.namespace = Some(namespace.into());
+    subscription.metadata.labels = Some(names::labels(&tenant.name_any(), None));
+    subscription.metadata.owner_references = tenant.controller_owner_ref(&()).map(|o| vec![o]);
+    let api = Api::<Subscription>::namespaced(ctx.client.clone(), namespace);
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+    match api.create(&params, &subscription).await {
+        Ok(_) => {
+            ctx.metrics.record_write_of("Subscription", "create");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(Error::Subscription(error)),
+    }
+}
+
+fn observe_components(tenant: &ChatTenant, ctx: &Context, suspension: Suspension) -> Vec<ComponentStatus> {
+    let namespace = names::tenant_namespace(tenant);
+    let mut components: Vec<ComponentStatus> = Component::SERVICES
+        .into_iter()
+        .map(|component| {
+            let deployment = ctx.deployments.get(&ObjectRef::new(component.name()).within(&namespace));
+            status::deployment_status(component, deployment.as_deref(), suspension.stops(component))
+        })
+        .collect();
+    let managed = [(Component::Postgres, tenant.spec.database.mode), (Component::Redis, tenant.spec.redis.mode)];
+    for (component, mode) in managed {
+        if mode == saaschat_crds::DataStoreMode::Managed {
+            let set = ctx.stateful_sets.get(&ObjectRef::new(component.name()).within(&namespace));
+            components.push(status::stateful_set_status(component, set.as_deref()));
+        }
+    }
+    components
+}
+
+/// Writes the status when it changed, and publishes Events for the transitions a person should see.
+async fn write_status(tenant: &ChatTenant, ctx: &Context, new_status: ChatTenantStatus) -> Result<(), Error> {
+    let old_status = tenant.status.clone().unwrap_or_default();
+    if old_status == new_status {
+        return Ok(());
+    }
+    let api = Api::<ChatTenant>::all(ctx.client.clone());
+    let patch = json!({
+        "apiVersion": ChatTenant::api_version(&()),
+        "kind": ChatTenant::kind(&()),
+        "metadata": { "name": tenant.name_any() },
+        "status": new_status,
+    });
+    api.patch_status(&tenant.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    ctx.metrics.record_write_of("ChatTenant/status", "apply");
+    for event in transitions(&old_status, &new_status) {
+        // An Event that cannot be published must not fail the reconcile that already did its work.
+        if let Err(error) = ctx.recorder.publish(&event, &tenant.object_ref(&())).await {
+            tracing::warn!(tenant = %tenant.name_any(), %error, "cannot publish event");
+        }
+    }
+    Ok(())
+}
+
+/// Events for changes of the Ready reason and of suspension.
+fn transitions(old: &ChatTenantStatus, new: &ChatTenantStatus) -> Vec<Event> {
+    let reason_of = |status: &ChatTenantStatus, type_: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let mut events = Vec::new();
+    for type_ in [status::READY, status::SUSPENDED, status::PAUSED] {
+        let (Some(after), before) = (reason_of(new, type_), reason_of(old, type_)) else {
+            continue;
+        };
+        if before.as_ref().map(|b| (&b.0, &b.1)) == Some((&after.0, &after.1)) {
+            continue;
+        }
+        let healthy = match type_ {
+            t if t == status::READY => after.0 == "True" || is_true(&new.conditions, status::DEGRADED) != Some(true),
+            _ => true,
+        };
+        events.push(Event {
+            type_: if healthy { EventType::Normal } else { EventType::Warning },
+            reason: after.1.clone(),
+            note: Some(after.2.clone()),
+            action: format!("{type_}Changed"),
+            secondary: None,
+        });
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::tenant;
+    use crate::tenant::status::Observation;
+
+    fn status_with(problems: &[Problem], suspension: Suspension) -> ChatTenantStatus {
+        status::compute(
+            &tenant("acme"),
+            Observation { problems, suspension, paused: false, components: vec![], plan: None },
+            Timestamp::from_second(5).expect("time"),
+        )
+    }
+
+    #[test]
+    fn a_new_problem_is_a_warning_event_and_an_unchanged_status_is_silent() {
+        let fine = status_with(&[], Suspension::None);
+        let broken =
+            status_with(&[Problem::new("ProviderNotFound", "AIProvider \"x\" does not exist")], Suspension::None);
+        let events = transitions(&fine, &broken);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "ProviderNotFound");
+        assert!(matches!(events[0].type_, EventType::Warning));
+        assert!(transitions(&broken, &broken).is_empty());
+    }
+
+    #[test]
+    fn suspension_is_announced() {
+        let fine = status_with(&[], Suspension::None);
+        let suspended = status_with(&[], Suspension::Requested);
+        let reasons: Vec<String> = transitions(&fine, &suspended).into_iter().map(|e| e.reason).collect();
+        assert!(reasons.contains(&"SuspendRequested".to_string()), "{reasons:?}");
+    }
+
+    #[test]
+    fn provider_dependent_objects_are_the_chat_config_and_workload() {
+        let key = |kind, name: &str| ObjectKey { kind, namespace: Some("tenant-acme".into()), name: name.into() };
+        assert!(depends_on_providers(&key(OwnedKind::ConfigMap, "tenant-config")));
+        assert!(depends_on_providers(&key(OwnedKind::Deployment, "chat")));
+        assert!(!depends_on_providers(&key(OwnedKind::Deployment, "auth")));
+        assert!(!depends_on_providers(&key(OwnedKind::StatefulSet, "postgres")));
+    }
+}

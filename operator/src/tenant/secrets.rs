@@ -1,0 +1,204 @@
+//! Makes the tenant's Secrets exist: generated ones once (never overwritten), copied ones kept in step with
+//! their sources. Secret values never reach a log line, an Event, a status or an error message.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use sha2::{Digest, Sha256};
+
+use super::validate::SourceSecrets;
+use crate::build::datastores::{POSTGRES_PORT, REDIS_PORT};
+use crate::build::secrets::SecretSource;
+use crate::build::{DesiredSecret, GeneratedSecret};
+use crate::metrics::Metrics;
+use crate::names::{Component, FIELD_MANAGER};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot generate key material")]
+    Generate,
+    #[error("Secret {name}: {source}")]
+    Api {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Generates the contents of a generated Secret for the tenant namespace `namespace`.
+pub fn generate(kind: GeneratedSecret, namespace: &str) -> Result<BTreeMap<String, ByteString>, SecretError> {
+    let random = SystemRandom::new();
+    let data = match kind {
+        GeneratedSecret::JwtSigningKey => {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&random).map_err(|_| SecretError::Generate)?;
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| SecretError::Generate)?;
+            // SubjectPublicKeyInfo of an Ed25519 key: the fixed algorithm header, then the 32 key bytes.
+            let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+            spki.extend_from_slice(pair.public_key().as_ref());
+            let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(&spki)[..12]);
+            BTreeMap::from([
+                ("private.pem", pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()))),
+                ("public.pem", pem::encode(&pem::Pem::new("PUBLIC KEY", spki))),
+                ("kid", kid),
+                ("algorithm", "EdDSA".to_string()),
+            ])
+        }
+        GeneratedSecret::Postgres => {
+            let password = password(&random)?;
+            let host = format!("{}.{namespace}.svc", Component::Postgres.name());
+            BTreeMap::from([
+                ("username", "saaschat".to_string()),
+                ("database", "saaschat".to_string()),
+                ("url", format!("postgres://saaschat:{password}@{host}:{POSTGRES_PORT}/saaschat")),
+                ("password", password),
+            ])
+        }
+        GeneratedSecret::Redis => {
+            let password = password(&random)?;
+            let host = format!("{}.{namespace}.svc", Component::Redis.name());
+            BTreeMap::from([("url", format!("redis://:{password}@{host}:{REDIS_PORT}/0")), ("password", password)])
+        }
+    };
+    Ok(data.into_iter().map(|(key, value)| (key.to_string(), ByteString(value.into_bytes()))).collect())
+}
+
+/// 256 random bits, URL-safe so that it can stand inside connection URLs unescaped.
+fn password(random: &SystemRandom) -> Result<String, SecretError> {
+    let mut bytes = [0u8; 32];
+    random.fill(&mut bytes).map_err(|_| SecretError::Generate)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The data of a copied Secret, or `None` while a source key is missing (validation reports that).
+pub fn copied_data(keys: &[crate::build::CopiedKey], sources: &SourceSecrets) -> Option<BTreeMap<String, ByteString>> {
+    keys.iter()
+        .map(|copied| {
+            let value = sources.get(&copied.source.name)?.as_ref()?.get(&copied.source.key)?;
+            Some((copied.key.clone(), value.clone()))
+        })
+        .collect()
+}
+
+/// Ensures every desired Secret exists with the right contents. Returns the number of writes made.
+pub async fn ensure(
+    api: &Api<Secret>,
+    desired: &[DesiredSecret],
+    sources: &SourceSecrets,
+    namespace: &str,
+    metrics: &Metrics,
+) -> Result<usize, SecretError> {
+    let mut writes = 0;
+    for secret in desired {
+        let name = secret.name().to_string();
+        let api_error = |source| SecretError::Api { name: name.clone(), source };
+        let current = api.get_opt(&name).await.map_err(api_error)?;
+        match &secret.source {
+            SecretSource::Generated(kind) => {
+                if current.is_some() {
+                    continue;
+                }
+                let object = Secret {
+                    metadata: secret.meta.clone(),
+                    data: Some(generate(*kind, namespace)?),
+                    type_: Some("Opaque".into()),
+                    ..Secret::default()
+                };
+                let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+                match api.create(&params, &object).await {
+                    Ok(_) => {
+                        metrics.record_write_of("Secret", "create");
+                        writes += 1;
+                    }
+                    // Another replica or an earlier, interrupted reconcile created it: never overwrite.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(error) => return Err(api_error(error)),
+                }
+            }
+            SecretSource::Copied(keys) => {
+                let Some(data) = copied_data(keys, sources) else {
+                    continue;
+                };
+                let up_to_date = current.as_ref().is_some_and(|current| {
+                    current.data.as_ref() == Some(&data)
+                        && current.metadata.labels == secret.meta.labels
+                        && current.metadata.owner_references == secret.meta.owner_references
+                });
+                if up_to_date {
+                    continue;
+                }
+                let object = Secret {
+                    metadata: secret.meta.clone(),
+                    data: Some(data),
+                    type_: Some("Opaque".into()),
+                    ..Secret::default()
+                };
+                let mut value = serde_json::to_value(&object).unwrap_or_default();
+                if let Some(map) = value.as_object_mut() {
+                    map.insert("apiVersion".into(), "v1".into());
+                    map.insert("kind".into(), "Secret".into());
+                }
+                api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
+                    .await
+                    .map_err(api_error)?;
+                metrics.record_write_of("Secret", "apply");
+                writes += 1;
+            }
+        }
+    }
+    Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(data: &BTreeMap<String, ByteString>, key: &str) -> String {
+        String::from_utf8(data[key].0.clone()).expect("utf8")
+    }
+
+    #[test]
+    fn jwt_keys_are_a_matching_ed25519_pair_with_a_kid() {
+        let data = generate(GeneratedSecret::JwtSigningKey, "tenant-acme").expect("keys");
+        let private = pem::parse(text(&data, "private.pem")).expect("pem");
+        assert_eq!(private.tag(), "PRIVATE KEY");
+        let pair = Ed25519KeyPair::from_pkcs8(private.contents()).expect("pkcs8");
+        let public = pem::parse(text(&data, "public.pem")).expect("pem");
+        assert_eq!(&public.contents()[12..], pair.public_key().as_ref());
+        assert_eq!(text(&data, "kid").len(), 16);
+        assert_eq!(text(&data, "algorithm"), "EdDSA");
+    }
+
+    #[test]
+    fn passwords_are_long_random_and_fit_in_urls() {
+        let first = generate(GeneratedSecret::Postgres, "tenant-acme").expect("postgres");
+        let second = generate(GeneratedSecret::Postgres, "tenant-acme").expect("postgres");
+        let password = text(&first, "password");
+        assert_ne!(password, text(&second, "password"));
+        assert_eq!(password.len(), 43);
+        assert!(password.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(
+            text(&first, "url"),
+            format!("postgres://saaschat:{password}@postgres.tenant-acme.svc:5432/saaschat")
+        );
+        let redis = generate(GeneratedSecret::Redis, "tenant-acme").expect("redis");
+        assert!(text(&redis, "url").starts_with("redis://:"));
+    }
+
+    #[test]
+    fn copied_data_needs_every_source_key() {
+        let reference = saaschat_crds::SecretKeyRef { name: "openai".into(), key: "api-key".into() };
+        let keys = vec![crate::build::CopiedKey { key: "api-key".into(), source: reference }];
+        let present: SourceSecrets = BTreeMap::from([(
+            "openai".to_string(),
+            Some(BTreeMap::from([("api-key".to_string(), ByteString(b"sk".to_vec()))])),
+        )]);
+        assert_eq!(copied_data(&keys, &present).expect("data")["api-key"].0, b"sk");
+        assert!(copied_data(&keys, &BTreeMap::new()).is_none());
+    }
+}
