@@ -215,8 +215,10 @@ pub struct DatabaseSpec {
     /// `Managed` runs PostgreSQL as a StatefulSet in the tenant namespace; `External` uses a database you run.
     #[serde(default)]
     pub mode: DataStoreMode,
-    /// Storage of the managed database.
+    /// Storage of the managed database. Fixed once set (StatefulSet volume templates are immutable): resize
+    /// the PersistentVolumeClaim itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("storage cannot be changed after creation; resize the PersistentVolumeClaim instead"))]
     pub storage: Option<Storage>,
     /// For `External`: the Secret key that holds the PostgreSQL connection URL
     /// (`postgres://user:password@host:5432/db?sslmode=require`).
@@ -236,8 +238,9 @@ pub struct RedisSpec {
     /// `Managed` runs Redis as a StatefulSet in the tenant namespace; `External` uses a Redis you run.
     #[serde(default)]
     pub mode: DataStoreMode,
-    /// Storage of the managed Redis (append-only file).
+    /// Storage of the managed Redis (append-only file). Fixed once set, like the database's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("storage cannot be changed after creation; resize the PersistentVolumeClaim instead"))]
     pub storage: Option<Storage>,
     /// For `External`: the Secret key that holds the Redis URL (`rediss://:password@host:6379/0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
