@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::build::DesiredObject;
@@ -33,12 +34,65 @@ pub struct ObjectKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Fingerprint {
     desired_hash: [u8; 32],
-    uid: Option<String>,
-    change_marker: Option<String>,
+    after: Current,
 }
 
 fn change_marker(kind: OwnedKind, meta: &ObjectMeta) -> Option<String> {
     if kind.tracks_generation() { meta.generation.map(|g| g.to_string()) } else { meta.resource_version.clone() }
+}
+
+/// The change marker of a Deployment or StatefulSet: its spec without `replicas`, which the autoscaler owns.
+/// (A scale by the autoscaler bumps the generation too, and must not count as drift.)
+fn workload_marker<S: Serialize>(spec: Option<&S>) -> Option<String> {
+    let mut value = serde_json::to_value(spec?).ok()?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("replicas");
+    }
+    let digest = Sha256::digest(serde_json::to_vec(&value).ok()?);
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Identity and change marker of an object as it is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Current {
+    uid: Option<String>,
+    marker: Option<String>,
+    deleting: bool,
+}
+
+impl Current {
+    fn of(kind: OwnedKind, meta: &ObjectMeta) -> Self {
+        Current {
+            uid: meta.uid.clone(),
+            marker: change_marker(kind, meta),
+            deleting: meta.deletion_timestamp.is_some(),
+        }
+    }
+
+    fn deployment(deployment: &Deployment) -> Self {
+        Current {
+            marker: workload_marker(deployment.spec.as_ref()),
+            ..Current::of(OwnedKind::Deployment, &deployment.metadata)
+        }
+    }
+
+    fn stateful_set(set: &StatefulSet) -> Self {
+        Current { marker: workload_marker(set.spec.as_ref()), ..Current::of(OwnedKind::StatefulSet, &set.metadata) }
+    }
+
+    /// The state of an object as returned by the API server after an apply.
+    fn applied(kind: OwnedKind, object: &DynamicObject) -> Self {
+        let full = || serde_json::to_value(object).ok();
+        match kind {
+            OwnedKind::Deployment => full()
+                .and_then(|v| serde_json::from_value::<Deployment>(v).ok())
+                .map_or_else(|| Current::of(kind, &object.metadata), |d| Current::deployment(&d)),
+            OwnedKind::StatefulSet => full()
+                .and_then(|v| serde_json::from_value::<StatefulSet>(v).ok())
+                .map_or_else(|| Current::of(kind, &object.metadata), |s| Current::stateful_set(&s)),
+            _ => Current::of(kind, &object.metadata),
+        }
+    }
 }
 
 fn desired_hash(object: &DynamicObject) -> [u8; 32] {
@@ -55,19 +109,11 @@ pub enum ApplyDecision {
     Apply,
 }
 
-fn decide(
-    kind: OwnedKind,
-    object: &DynamicObject,
-    last: Option<&Fingerprint>,
-    current: Option<&ObjectMeta>,
-) -> ApplyDecision {
+fn decide(object: &DynamicObject, last: Option<&Fingerprint>, current: Option<&Current>) -> ApplyDecision {
     let (Some(last), Some(current)) = (last, current) else {
         return ApplyDecision::Apply;
     };
-    let unchanged = last.desired_hash == desired_hash(object)
-        && last.uid == current.uid
-        && last.change_marker == change_marker(kind, current)
-        && current.deletion_timestamp.is_none();
+    let unchanged = last.desired_hash == desired_hash(object) && &last.after == current && !current.deleting;
     if unchanged { ApplyDecision::UpToDate } else { ApplyDecision::Apply }
 }
 
@@ -104,6 +150,19 @@ impl OwnedStores {
     pub fn set_workload_stores(&mut self, deployments: Store<Deployment>, stateful_sets: Store<StatefulSet>) {
         self.deployments = Some(deployments);
         self.stateful_sets = Some(stateful_sets);
+    }
+
+    /// The object as the reflector stores see it now.
+    pub fn current(&self, key: &ObjectKey) -> Option<Current> {
+        match key.kind {
+            OwnedKind::Deployment => {
+                self.deployments.as_ref()?.get(&reference(key, ())).map(|d| Current::deployment(&d))
+            }
+            OwnedKind::StatefulSet => {
+                self.stateful_sets.as_ref()?.get(&reference(key, ())).map(|s| Current::stateful_set(&s))
+            }
+            kind => self.meta(key).map(|meta| Current::of(kind, &meta)),
+        }
     }
 
     pub fn meta(&self, key: &ObjectKey) -> Option<ObjectMeta> {
@@ -199,8 +258,7 @@ impl Applier {
     /// Applies one object unless it is up to date. Returns whether a write was made.
     pub async fn apply(&self, object: &DesiredObject) -> Result<bool, kube::Error> {
         let key = key_of(object);
-        let decision =
-            decide(object.kind, &object.object, self.ledger.get(&key).as_ref(), self.stores.meta(&key).as_ref());
+        let decision = decide(&object.object, self.ledger.get(&key).as_ref(), self.stores.current(&key).as_ref());
         if decision == ApplyDecision::UpToDate {
             return Ok(false);
         }
@@ -212,11 +270,7 @@ impl Applier {
         self.metrics.record_write(object.kind, "apply");
         self.ledger.record(
             key,
-            Fingerprint {
-                desired_hash: desired_hash(&object.object),
-                uid: applied.metadata.uid.clone(),
-                change_marker: change_marker(object.kind, &applied.metadata),
-            },
+            Fingerprint { desired_hash: desired_hash(&object.object), after: Current::applied(object.kind, &applied) },
         );
         Ok(true)
     }
@@ -239,6 +293,7 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::DeploymentSpec;
     use kube::core::ApiResource;
 
     fn object(data: &str) -> DynamicObject {
@@ -256,54 +311,69 @@ mod tests {
         }
     }
 
-    fn fingerprint(kind: OwnedKind, desired: &DynamicObject, after: &ObjectMeta) -> Fingerprint {
-        Fingerprint {
-            desired_hash: desired_hash(desired),
-            uid: after.uid.clone(),
-            change_marker: change_marker(kind, after),
-        }
+    fn fingerprint(desired: &DynamicObject, after: Current) -> Fingerprint {
+        Fingerprint { desired_hash: desired_hash(desired), after }
     }
 
     #[test]
     fn an_object_never_applied_or_missing_is_applied() {
         let desired = object("a");
-        let applied = meta("u1", 1, "10");
-        let last = fingerprint(OwnedKind::ConfigMap, &desired, &applied);
-        assert_eq!(decide(OwnedKind::ConfigMap, &desired, None, Some(&applied)), ApplyDecision::Apply);
-        assert_eq!(decide(OwnedKind::ConfigMap, &desired, Some(&last), None), ApplyDecision::Apply);
+        let applied = Current::of(OwnedKind::ConfigMap, &meta("u1", 1, "10"));
+        let last = fingerprint(&desired, applied.clone());
+        assert_eq!(decide(&desired, None, Some(&applied)), ApplyDecision::Apply);
+        assert_eq!(decide(&desired, Some(&last), None), ApplyDecision::Apply);
     }
 
     #[test]
     fn an_untouched_object_with_the_same_desired_state_is_skipped() {
         let desired = object("a");
-        let applied = meta("u1", 1, "10");
-        let last = fingerprint(OwnedKind::ConfigMap, &desired, &applied);
-        assert_eq!(decide(OwnedKind::ConfigMap, &desired, Some(&last), Some(&applied)), ApplyDecision::UpToDate);
+        let applied = Current::of(OwnedKind::ConfigMap, &meta("u1", 1, "10"));
+        let last = fingerprint(&desired, applied.clone());
+        assert_eq!(decide(&desired, Some(&last), Some(&applied)), ApplyDecision::UpToDate);
     }
 
     #[test]
     fn a_changed_desired_state_is_applied() {
-        let applied = meta("u1", 1, "10");
-        let last = fingerprint(OwnedKind::ConfigMap, &object("a"), &applied);
-        assert_eq!(decide(OwnedKind::ConfigMap, &object("b"), Some(&last), Some(&applied)), ApplyDecision::Apply);
+        let applied = Current::of(OwnedKind::ConfigMap, &meta("u1", 1, "10"));
+        let last = fingerprint(&object("a"), applied.clone());
+        assert_eq!(decide(&object("b"), Some(&last), Some(&applied)), ApplyDecision::Apply);
     }
 
     #[test]
     fn drift_is_seen_through_the_change_marker() {
         let desired = object("a");
-        let applied = meta("u1", 3, "10");
-        // A Deployment whose status changed (new resourceVersion, same generation) is left alone ...
-        let last = fingerprint(OwnedKind::Deployment, &desired, &applied);
-        let status_only = meta("u1", 3, "11");
-        assert_eq!(decide(OwnedKind::Deployment, &desired, Some(&last), Some(&status_only)), ApplyDecision::UpToDate);
-        // ... but a spec edit (new generation) is repaired.
-        let edited = meta("u1", 4, "12");
-        assert_eq!(decide(OwnedKind::Deployment, &desired, Some(&last), Some(&edited)), ApplyDecision::Apply);
         // A ConfigMap has no generation: any new resourceVersion means somebody edited it.
-        let last = fingerprint(OwnedKind::ConfigMap, &desired, &applied);
-        assert_eq!(decide(OwnedKind::ConfigMap, &desired, Some(&last), Some(&status_only)), ApplyDecision::Apply);
+        let last = fingerprint(&desired, Current::of(OwnedKind::ConfigMap, &meta("u1", 3, "10")));
+        let edited = Current::of(OwnedKind::ConfigMap, &meta("u1", 3, "11"));
+        assert_eq!(decide(&desired, Some(&last), Some(&edited)), ApplyDecision::Apply);
+        // An HPA whose status changed (new resourceVersion, same generation) is left alone; a spec edit is not.
+        let last = fingerprint(&desired, Current::of(OwnedKind::HorizontalPodAutoscaler, &meta("u1", 3, "10")));
+        let status_only = Current::of(OwnedKind::HorizontalPodAutoscaler, &meta("u1", 3, "12"));
+        assert_eq!(decide(&desired, Some(&last), Some(&status_only)), ApplyDecision::UpToDate);
+        let spec_edit = Current::of(OwnedKind::HorizontalPodAutoscaler, &meta("u1", 4, "13"));
+        assert_eq!(decide(&desired, Some(&last), Some(&spec_edit)), ApplyDecision::Apply);
         // A deleted and recreated object has a new uid.
-        let recreated = meta("u2", 3, "10");
-        assert_eq!(decide(OwnedKind::ConfigMap, &desired, Some(&last), Some(&recreated)), ApplyDecision::Apply);
+        let recreated = Current::of(OwnedKind::HorizontalPodAutoscaler, &meta("u2", 3, "10"));
+        assert_eq!(decide(&desired, Some(&last), Some(&recreated)), ApplyDecision::Apply);
+    }
+
+    fn deployment(replicas: i32, image: &str, generation: i64) -> Deployment {
+        let mut spec: DeploymentSpec = serde_json::from_value(serde_json::json!({
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {"spec": {"containers": [{"name": "c", "image": image}]}},
+        }))
+        .expect("spec");
+        spec.replicas = Some(replicas);
+        Deployment { metadata: meta("u1", generation, "1"), spec: Some(spec), status: None }
+    }
+
+    #[test]
+    fn an_autoscaler_scaling_a_deployment_is_not_drift_but_an_image_edit_is() {
+        let desired = object("a");
+        let last = fingerprint(&desired, Current::deployment(&deployment(1, "chat:1", 1)));
+        let scaled = Current::deployment(&deployment(3, "chat:1", 2));
+        assert_eq!(decide(&desired, Some(&last), Some(&scaled)), ApplyDecision::UpToDate);
+        let edited = Current::deployment(&deployment(3, "evil:1", 3));
+        assert_eq!(decide(&desired, Some(&last), Some(&edited)), ApplyDecision::Apply);
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -51,6 +52,9 @@ struct RunArgs {
     /// Tenants reconciled at the same time.
     #[arg(long, env = "SAASCHAT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
+    /// Seconds between looks at an unchanged tenant (repairs drift of objects that are not watched).
+    #[arg(long, env = "SAASCHAT_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    resync_seconds: u64,
     /// Elect a leader through a Lease so that several replicas can run safely.
     #[arg(long, env = "SAASCHAT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -187,7 +191,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Reporter { controller: "saaschat-operator".into(), instance: std::env::var("POD_NAME").ok() },
         ),
         metrics: metrics.clone(),
-        backoff: Backoff::new(std::time::Duration::from_secs(1), std::time::Duration::from_secs(300)),
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        resync: Duration::from_secs(args.resync_seconds),
     });
     tokio::join!(
         provider::run(provider_context, shutdown(stopped.clone())),
@@ -196,6 +201,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.settings,
             metrics,
             args.concurrency,
+            Duration::from_secs(args.resync_seconds),
             health.tenants.clone(),
             shutdown(stopped.clone()),
         ),

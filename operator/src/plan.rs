@@ -85,8 +85,9 @@ pub fn decide_suspension(
     let Some(state) = status.state.filter(|s| s.ends_service()) else {
         return (Suspension::None, None);
     };
-    // Without a transition time the grace period cannot be measured: start it now rather than suspend at once.
-    let since = status.state_since.as_ref().map(|t| t.0).unwrap_or(now);
+    // Without a transition time the grace period counts from the Subscription's creation: the latest moment
+    // the state can be known to hold since. Counting from "now" would restart it at every reconcile.
+    let since = status.state_since.as_ref().or(subscription.metadata.creation_timestamp.as_ref()).map_or(now, |t| t.0);
     let grace = SignedDuration::from_hours(24 * i64::from(subscription.spec.grace_period_days.max(0)));
     let ends = since.saturating_add(grace).unwrap_or(since);
     if now >= ends {

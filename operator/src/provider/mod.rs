@@ -23,7 +23,6 @@ use crate::names::FIELD_MANAGER;
 use crate::tenant::validate::{SourceSecrets, check_key};
 
 pub const CONTROLLER: &str = "aiprovider";
-const RESYNC: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,6 +42,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub backoff: Backoff<String>,
+    pub resync: Duration,
 }
 
 /// The status of a provider given whether its key Secret holds the key. Pure.
@@ -103,7 +103,7 @@ async fn reconcile(provider: Arc<AIProvider>, ctx: Arc<Context>) -> Result<Actio
     }
     ctx.metrics.record_reconcile(CONTROLLER, started.elapsed());
     ctx.backoff.reset(&name);
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(ctx.resync))
 }
 
 fn error_policy(provider: Arc<AIProvider>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -31,9 +31,6 @@ use crate::settings::Settings;
 use secrets::SecretError;
 
 pub const CONTROLLER: &str = "chattenant";
-/// How often a healthy tenant is looked at again even when nothing changed (drift of objects the operator
-/// does not watch, such as copied Secrets).
-pub const RESYNC: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -121,6 +118,9 @@ pub struct Context {
     pub recorder: Recorder,
     pub backoff: Backoff<String>,
     pub metrics: Arc<Metrics>,
+    /// How often a healthy tenant is looked at again when nothing changed (drift of objects the operator
+    /// does not watch, such as copied Secrets).
+    pub resync: Duration,
 }
 
 impl Context {
@@ -162,6 +162,7 @@ pub async fn run(
     settings: Settings,
     metrics: Arc<Metrics>,
     concurrency: u16,
+    resync: Duration,
     tenant_store: Arc<std::sync::OnceLock<Store<ChatTenant>>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -268,6 +269,7 @@ pub async fn run(
         stateful_sets,
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
         metrics,
+        resync,
     });
 
     controller

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use super::status::{self, Observation};
 use super::validate::{Problem, SourceSecrets, referenced_secrets, validate};
-use super::{CONTROLLER, Context, Error, RESYNC, cleanup, secrets};
+use super::{CONTROLLER, Context, Error, cleanup, secrets};
 use crate::apply::{ObjectKey, key_of};
 use crate::build::{self, DesiredState, TenantInputs};
 use crate::conditions::is_true;
@@ -101,7 +101,21 @@ async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
         let inputs = TenantInputs { tenant, providers: &resolved, plan: &plan, suspension, settings: &ctx.settings };
         let desired = build::desired_state(&inputs);
         // 4. Apply.
-        apply_desired(ctx, &name, &desired, &sources, &namespace, !problems.is_empty()).await?;
+        // A stopped chat must stop even while a provider problem stands: stopping cannot make it worse.
+        let conservative = !problems.is_empty() && !suspension.stops(Component::Chat);
+        if let Err(error) = apply_desired(ctx, &name, &desired, &sources, &namespace, conservative).await {
+            // Say why in the status too, then fail so that the reconcile is retried with backoff.
+            problems.push(Problem::new("ApplyFailed", error.to_string()));
+            let observation = Observation {
+                problems: &problems,
+                suspension,
+                paused,
+                components: observe_components(tenant, ctx, suspension),
+                plan: Some(plan.name.as_str().to_string()),
+            };
+            write_status(tenant, ctx, status::compute(tenant, observation, now)).await?;
+            return Err(error);
+        }
         if subscription.is_none() {
             create_subscription(tenant, ctx, &namespace).await?;
         }
@@ -118,7 +132,7 @@ async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
     let new_status = status::compute(tenant, observation, now);
     write_status(tenant, ctx, new_status).await?;
 
-    let next = recheck.map_or(RESYNC, |wait| wait.min(RESYNC));
+    let next = recheck.map_or(ctx.resync, |wait| wait.min(ctx.resync));
     Ok(Action::requeue(next))
 }
 
@@ -159,7 +173,7 @@ async fn apply_one(ctx: &Context, object: &build::DesiredObject, conservative: b
 }
 
 /// Applies the desired objects and Secrets (namespace first), then deletes managed objects no longer desired.
-/// `conservative` (while a problem stands) leaves provider-dependent objects and pruning alone.
+/// `conservative` (while a problem stands) leaves existing provider-dependent objects alone.
 async fn apply_desired(
     ctx: &Context,
     tenant: &str,
@@ -177,9 +191,8 @@ async fn apply_desired(
     for object in rest {
         apply_one(ctx, object, conservative).await?;
     }
-    if conservative {
-        return Ok(());
-    }
+    // The set of desired objects does not depend on the providers, so pruning is safe even while a problem
+    // stands (Secrets, which do depend on them, are never pruned).
     let wanted: BTreeSet<ObjectKey> = desired.objects.iter().map(key_of).collect();
     for key in ctx.applier.stores.of_tenant(tenant) {
         if key.kind == OwnedKind::Namespace || wanted.contains(&key) {

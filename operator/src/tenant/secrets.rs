@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use sha2::{Digest, Sha256};
@@ -94,6 +94,7 @@ pub async fn ensure(
     metrics: &Metrics,
 ) -> Result<usize, SecretError> {
     let mut writes = 0;
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
     for secret in desired {
         let name = secret.name().to_string();
         let api_error = |source| SecretError::Api { name: name.clone(), source };
@@ -109,7 +110,6 @@ pub async fn ensure(
                     type_: Some("Opaque".into()),
                     ..Secret::default()
                 };
-                let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
                 match api.create(&params, &object).await {
                     Ok(_) => {
                         metrics.record_write_of("Secret", "create");
@@ -132,21 +132,34 @@ pub async fn ensure(
                 if up_to_date {
                     continue;
                 }
-                let object = Secret {
+                let mut object = Secret {
                     metadata: secret.meta.clone(),
                     data: Some(data),
                     type_: Some("Opaque".into()),
                     ..Secret::default()
                 };
-                let mut value = serde_json::to_value(&object).unwrap_or_default();
-                if let Some(map) = value.as_object_mut() {
-                    map.insert("apiVersion".into(), "v1".into());
-                    map.insert("kind".into(), "Secret".into());
-                }
-                api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
-                    .await
-                    .map_err(api_error)?;
-                metrics.record_write_of("Secret", "apply");
+                // A copy is wholly the operator's: replacing it (not merging) drops keys the source no longer
+                // has, and the resourceVersion makes a concurrent change a retryable conflict.
+                let written = match current {
+                    Some(current) => {
+                        object.metadata.resource_version = current.metadata.resource_version;
+                        api.replace(
+                            &name,
+                            &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() },
+                            &object,
+                        )
+                        .await
+                    }
+                    None => {
+                        api.create(
+                            &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() },
+                            &object,
+                        )
+                        .await
+                    }
+                };
+                written.map_err(api_error)?;
+                metrics.record_write_of("Secret", "write");
                 writes += 1;
             }
         }
