@@ -1,0 +1,253 @@
+//! Harness for the control-plane suite: a real kube-apiserver (from `e2e/controlplane`), the CRDs and the
+//! operator's RBAC installed, and the operator binary run as its ServiceAccount (by impersonation), so a
+//! missing permission fails the suite.
+//!
+//! The suite needs `KUBECONFIG` pointing at a disposable cluster; `scripts/test` starts one.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+
+pub const SECRET_NAMESPACE: &str = "saaschat-system";
+pub const OPERATOR_USER: &str = "system:serviceaccount:saaschat-system:saaschat-operator";
+const MANAGER: &str = "saaschat-e2e";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn kubeconfig() -> anyhow::Result<PathBuf> {
+    std::env::var_os("KUBECONFIG").map(PathBuf::from).context(
+        "KUBECONFIG is not set: the control-plane suite needs a disposable cluster; run scripts/test, or \
+         `export KUBECONFIG=$(e2e/controlplane/controlplane up)`",
+    )
+}
+
+/// An admin client of the test cluster.
+pub async fn admin() -> anyhow::Result<Client> {
+    let path = kubeconfig()?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Runs kubectl against the test cluster (as the admin) and returns its output.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig()?)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running kubectl (scripts/test puts the control plane's kubectl on PATH)")?;
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(stdin.unwrap_or_default().as_bytes())?;
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// kubectl that must succeed; returns stdout.
+pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    let output = kubectl(args, stdin)?;
+    if !output.status.success() {
+        bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Installs the CRDs, the secret namespace and the operator's RBAC (idempotent, server-side apply).
+pub async fn install(client: &Client) -> anyhow::Result<()> {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let params = PatchParams::apply(MANAGER).force();
+    for crd in saaschat_crds::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(Duration::from_secs(30), established).await??;
+    }
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let namespace =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SECRET_NAMESPACE}});
+    namespaces.patch(SECRET_NAMESPACE, &params, &Patch::Apply(&namespace)).await?;
+    let rbac = std::fs::read_to_string(repo().join("charts/saaschat/files/operator-rbac.yaml"))?
+        .replace("SECRET_NAMESPACE", SECRET_NAMESPACE);
+    let bindings = format!(
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: saaschat-operator, namespace: {SECRET_NAMESPACE}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: saaschat-operator}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: saaschat-operator}}
+subjects: [{{kind: ServiceAccount, name: saaschat-operator, namespace: {SECRET_NAMESPACE}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: saaschat-operator-delegate}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: saaschat-operator-delegate}}
+subjects: [{{kind: ServiceAccount, name: saaschat-operator, namespace: {SECRET_NAMESPACE}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: saaschat-operator, namespace: {SECRET_NAMESPACE}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: saaschat-operator}}
+subjects: [{{kind: ServiceAccount, name: saaschat-operator, namespace: {SECRET_NAMESPACE}}}]
+"#
+    );
+    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&format!("{rbac}\n---\n{bindings}")))?;
+    Ok(())
+}
+
+/// A kubeconfig that acts as the operator's ServiceAccount: every request of the operator under test is
+/// authorized by the ClusterRole and Role in `charts/saaschat/files/operator-rbac.yaml`.
+fn operator_kubeconfig(dir: &Path) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(kubeconfig()?)?;
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let groups = vec![
+        serde_yaml::Value::from("system:serviceaccounts"),
+        serde_yaml::Value::from(format!("system:serviceaccounts:{SECRET_NAMESPACE}")),
+        serde_yaml::Value::from("system:authenticated"),
+    ];
+    if let Some(users) = config.get_mut("users").and_then(|u| u.as_sequence_mut()) {
+        for user in users {
+            if let Some(auth) = user.get_mut("user").and_then(|u| u.as_mapping_mut()) {
+                auth.insert("as".into(), OPERATOR_USER.into());
+                auth.insert("as-groups".into(), groups.clone().into());
+            }
+        }
+    }
+    let path = dir.join("operator-kubeconfig.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn operator_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SAASCHAT_OPERATOR_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // target/<profile>/deps/<this test> -> target/<profile>/saaschat-operator
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe.parent().and_then(Path::parent).context("test binary location")?;
+    let binary = profile_dir.join("saaschat-operator");
+    if !binary.exists() {
+        bail!("{} is missing: build it with `cargo build -p saaschat-operator`", binary.display());
+    }
+    Ok(binary)
+}
+
+/// One operator process, killed when dropped.
+pub struct Operator {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator binary as its ServiceAccount, with a short resync so that tests see it.
+    pub fn start(name: &str) -> anyhow::Result<Operator> {
+        let dir = std::env::temp_dir().join(format!("saaschat-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let kubeconfig = operator_kubeconfig(&dir)?;
+        let port = free_port()?;
+        let log = dir.join(format!("{name}-{port}.log"));
+        let child = Command::new(operator_binary()?)
+            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "text"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("SAASCHAT_SECRET_NAMESPACE", SECRET_NAMESPACE)
+            .env("SAASCHAT_RESYNC_SECONDS", "3")
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(log.with_extension("err"))?)
+            .spawn()?;
+        Ok(Operator { child, port, log })
+    }
+
+    /// The operator's `/metrics` text.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        http_get(self.port, "/metrics")
+    }
+
+    /// Sum of a counter over all its labels.
+    pub fn counter(&self, name: &str) -> anyhow::Result<f64> {
+        Ok(self
+            .metrics()?
+            .lines()
+            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Write requests the operator sent, by its own count.
+    pub fn writes(&self) -> anyhow::Result<f64> {
+        self.counter("saaschat_operator_api_writes_total")
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (_, body) = response.split_once("\r\n\r\n").context("HTTP response without a body")?;
+    Ok(body.to_string())
+}
+
+/// Polls `check` until it returns `Some`, or fails with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let started = Instant::now();
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if started.elapsed() > timeout {
+            match last_error {
+                Some(error) => bail!("timed out after {timeout:?} waiting for {what}; last error: {error:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
