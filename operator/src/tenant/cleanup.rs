@@ -62,6 +62,7 @@ pub async fn cleanup(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error
         }
     };
     ctx.applier.ledger.forget_namespace(&namespace);
+    ctx.verified_secrets.forget_namespace(&namespace);
     let event = Event {
         type_: EventType::Normal,
         reason: match tenant.spec.deletion_policy {

@@ -121,6 +121,8 @@ pub struct Context {
     /// How often a healthy tenant is looked at again when nothing changed (drift of objects the operator
     /// does not watch, such as copied Secrets).
     pub resync: Duration,
+    /// Tenant Secrets recently seen as they should be (see `secrets::Verified`).
+    pub verified_secrets: secrets::Verified,
 }
 
 impl Context {
@@ -270,6 +272,7 @@ pub async fn run(
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
         metrics,
         resync,
+        verified_secrets: secrets::Verified::default(),
     });
 
     controller

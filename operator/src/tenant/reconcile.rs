@@ -187,7 +187,16 @@ async fn apply_desired(
         apply_one(ctx, object, conservative).await?;
     }
     let secrets_api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
-    secrets::ensure(&secrets_api, &desired.secrets, sources, namespace, &ctx.metrics).await?;
+    secrets::ensure(
+        &secrets_api,
+        &desired.secrets,
+        sources,
+        namespace,
+        &ctx.metrics,
+        &ctx.verified_secrets,
+        ctx.resync,
+    )
+    .await?;
     for object in rest {
         apply_one(ctx, object, conservative).await?;
     }

@@ -1,7 +1,9 @@
 //! Makes the tenant's Secrets exist: generated ones once (never overwritten), copied ones kept in step with
 //! their sources. Secret values never reach a log line, an Event, a status or an error message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -85,6 +87,50 @@ pub fn copied_data(keys: &[crate::build::CopiedKey], sources: &SourceSecrets) ->
         .collect()
 }
 
+/// When each tenant Secret was last seen as it should be, and with which contents. Tenant Secrets are not
+/// watched (that would need list/watch on every Secret of the cluster), so they are read back at most once
+/// per resync interval instead of on every reconcile: a reconcile triggered by a Deployment's status change
+/// then costs no Secret reads at all.
+#[derive(Default)]
+pub struct Verified {
+    entries: Mutex<HashMap<(String, String), (Instant, [u8; 32])>>,
+}
+
+impl Verified {
+    fn is_fresh(&self, key: &(String, String), contents: [u8; 32], max_age: Duration) -> bool {
+        self.entries
+            .lock()
+            .ok()
+            .and_then(|entries| entries.get(key).copied())
+            .is_some_and(|(at, seen)| seen == contents && at.elapsed() < max_age)
+    }
+
+    fn record(&self, key: (String, String), contents: [u8; 32]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(key, (Instant::now(), contents));
+        }
+    }
+
+    /// Forgets a namespace's Secrets (its tenant was deleted).
+    pub fn forget_namespace(&self, namespace: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|(ns, _), _| ns != namespace);
+        }
+    }
+}
+
+/// A digest of what a Secret should hold: for generated ones only that it exists, for copies their data.
+fn expected_digest(data: Option<&BTreeMap<String, ByteString>>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for (key, value) in data.into_iter().flatten() {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(&value.0);
+        hasher.update([0]);
+    }
+    hasher.finalize().into()
+}
+
 /// Ensures every desired Secret exists with the right contents. Returns the number of writes made.
 pub async fn ensure(
     api: &Api<Secret>,
@@ -92,16 +138,28 @@ pub async fn ensure(
     sources: &SourceSecrets,
     namespace: &str,
     metrics: &Metrics,
+    verified: &Verified,
+    max_age: Duration,
 ) -> Result<usize, SecretError> {
     let mut writes = 0;
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
     for secret in desired {
         let name = secret.name().to_string();
         let api_error = |source| SecretError::Api { name: name.clone(), source };
+        let copied = match &secret.source {
+            SecretSource::Copied(keys) => Some(copied_data(keys, sources)),
+            SecretSource::Generated(_) => None,
+        };
+        let cache_key = (namespace.to_string(), name.clone());
+        let digest = expected_digest(copied.as_ref().and_then(|data| data.as_ref()));
+        if verified.is_fresh(&cache_key, digest, max_age) {
+            continue;
+        }
         let current = api.get_opt(&name).await.map_err(api_error)?;
         match &secret.source {
             SecretSource::Generated(kind) => {
                 if current.is_some() {
+                    verified.record(cache_key, digest);
                     continue;
                 }
                 let object = Secret {
@@ -113,6 +171,7 @@ pub async fn ensure(
                 match api.create(&params, &object).await {
                     Ok(_) => {
                         metrics.record_write_of("Secret", "create");
+                        verified.record(cache_key, digest);
                         writes += 1;
                     }
                     // Another replica or an earlier, interrupted reconcile created it: never overwrite.
@@ -120,8 +179,8 @@ pub async fn ensure(
                     Err(error) => return Err(api_error(error)),
                 }
             }
-            SecretSource::Copied(keys) => {
-                let Some(data) = copied_data(keys, sources) else {
+            SecretSource::Copied(_) => {
+                let Some(data) = copied.flatten() else {
                     continue;
                 };
                 let up_to_date = current.as_ref().is_some_and(|current| {
@@ -130,6 +189,7 @@ pub async fn ensure(
                         && current.metadata.owner_references == secret.meta.owner_references
                 });
                 if up_to_date {
+                    verified.record(cache_key, digest);
                     continue;
                 }
                 let mut object = Secret {
@@ -159,6 +219,7 @@ pub async fn ensure(
                     }
                 };
                 written.map_err(api_error)?;
+                verified.record(cache_key, digest);
                 metrics.record_write_of("Secret", "write");
                 writes += 1;
             }
@@ -201,6 +262,21 @@ mod tests {
         );
         let redis = generate(GeneratedSecret::Redis, "tenant-acme").expect("redis");
         assert!(text(&redis, "url").starts_with("redis://:"));
+    }
+
+    #[test]
+    fn a_secret_is_read_back_again_when_its_contents_change_or_the_interval_passes() {
+        let verified = Verified::default();
+        let key = ("tenant-acme".to_string(), "provider-openai".to_string());
+        let first = expected_digest(Some(&BTreeMap::from([("api-key".to_string(), ByteString(b"sk-1".to_vec()))])));
+        let rotated = expected_digest(Some(&BTreeMap::from([("api-key".to_string(), ByteString(b"sk-2".to_vec()))])));
+        assert!(!verified.is_fresh(&key, first, Duration::from_secs(300)), "never seen");
+        verified.record(key.clone(), first);
+        assert!(verified.is_fresh(&key, first, Duration::from_secs(300)));
+        assert!(!verified.is_fresh(&key, rotated, Duration::from_secs(300)), "new contents are written");
+        assert!(!verified.is_fresh(&key, first, Duration::ZERO), "looked at again every interval");
+        verified.forget_namespace("tenant-acme");
+        assert!(!verified.is_fresh(&key, first, Duration::from_secs(300)));
     }
 
     #[test]
