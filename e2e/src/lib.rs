@@ -163,6 +163,11 @@ pub struct Operator {
 impl Operator {
     /// Starts the operator binary as its ServiceAccount, with a short resync so that tests see it.
     pub fn start(name: &str) -> anyhow::Result<Operator> {
+        Self::start_with(name, &[("SAASCHAT_RESYNC_SECONDS", "3")])
+    }
+
+    /// Starts the operator binary as its ServiceAccount with extra environment (flags' variables).
+    pub fn start_with(name: &str, env: &[(&str, &str)]) -> anyhow::Result<Operator> {
         let dir = std::env::temp_dir().join(format!("saaschat-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = operator_kubeconfig(&dir)?;
@@ -172,7 +177,7 @@ impl Operator {
             .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "text"])
             .env("KUBECONFIG", kubeconfig)
             .env("SAASCHAT_SECRET_NAMESPACE", SECRET_NAMESPACE)
-            .env("SAASCHAT_RESYNC_SECONDS", "3")
+            .envs(env.iter().copied())
             .env("POD_NAME", name)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(std::fs::File::create(&log)?)
@@ -207,8 +212,12 @@ impl Operator {
         let _ = self.child.wait();
     }
 
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    /// Peak resident memory of the process so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("VmHWM in /proc status")?;
+        let kib: u64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+        Ok(kib * 1024)
     }
 }
 

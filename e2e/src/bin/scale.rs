@@ -1,0 +1,115 @@
+//! Operator convergence and footprint with many tenants, on the local control plane (`e2e/bench/scale`).
+//!
+//! Creates N ChatTenants at once and reports: time until every tenant is reconciled (status written for its
+//! generation) and until every tenant is Ready, reconciles per second, API requests per tenant (from the
+//! audit log), the operator's peak RSS, and its requests and writes during one idle minute.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use kube::api::{Api, ListParams, PostParams};
+use saaschat_crds::ChatTenant;
+use saaschat_e2e::{OPERATOR_USER, Operator, admin, install, kubectl_ok, repo};
+
+fn tenant(index: usize) -> anyhow::Result<ChatTenant> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "saaschat.io/v1alpha1", "kind": "ChatTenant",
+        "metadata": {"name": format!("bench-{index:04}")},
+        "spec": {
+            "displayName": format!("Bench {index}"),
+            "providers": [{"name": "openai", "models": ["gpt-4o-mini"]}],
+            "defaultModel": "gpt-4o-mini",
+            "deletionPolicy": "Delete",
+        }
+    }))?)
+}
+
+/// Requests by the operator's user in the audit log, by verb, from `from_line` on.
+fn audited_requests(log: &str, from_line: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in log.lines().skip(from_line) {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let user = event["impersonatedUser"]["username"].as_str().or(event["user"]["username"].as_str());
+        if user == Some(OPERATOR_USER) {
+            *counts.entry(event["verb"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let count: usize = std::env::args().nth(1).context("usage: scale <tenants>")?.parse()?;
+    let audit_path = std::env::var("SAASCHAT_AUDIT_LOG").context("SAASCHAT_AUDIT_LOG")?;
+    let client = admin().await?;
+    install(&client).await?;
+    for sample in ["00-provider-secret.yaml", "01-aiprovider.yaml"] {
+        kubectl_ok(&["apply", "-f", &repo().join("config/samples").join(sample).to_string_lossy()], None)?;
+    }
+    let operator = Operator::start_with("bench", &[("SAASCHAT_CONCURRENCY", "16")])?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let audit_start = std::fs::read_to_string(&audit_path)?.lines().count();
+
+    let api = Api::<ChatTenant>::all(client.clone());
+    let started = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut creations = Vec::new();
+    for index in 0..count {
+        let (api, limit, object) = (api.clone(), limit.clone(), tenant(index)?);
+        creations.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await;
+            api.create(&PostParams::default(), &object).await
+        }));
+    }
+    for creation in creations {
+        creation.await??;
+    }
+    eprintln!("created {count} tenants in {:.1?}", started.elapsed());
+
+    let (mut reconciled_at, mut ready_at) = (None, None);
+    while ready_at.is_none() && started.elapsed() < Duration::from_secs(1800) {
+        let tenants = api.list(&ListParams::default().labels("")).await?.items;
+        let bench: Vec<_> =
+            tenants.iter().filter(|t| t.metadata.name.as_deref().is_some_and(|n| n.starts_with("bench-"))).collect();
+        let reconciled = bench
+            .iter()
+            .filter(|t| t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation)
+            .count();
+        let ready = bench
+            .iter()
+            .filter(|t| t.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == "Ready" && c.status == "True"))
+            .count();
+        if reconciled == count && reconciled_at.is_none() {
+            reconciled_at = Some(started.elapsed());
+        }
+        if ready == count {
+            ready_at = Some(started.elapsed());
+        }
+        eprintln!("{:>6.1?}: reconciled {reconciled}/{count}, ready {ready}/{count}", started.elapsed());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let reconciles = operator.counter("saaschat_operator_reconciles_total{controller=\"chattenant\"}")?;
+    let busy_requests: usize = audited_requests(&std::fs::read_to_string(&audit_path)?, audit_start).values().sum();
+    let peak_rss = operator.peak_rss()?;
+
+    // One idle minute: no change is made; the operator only resyncs.
+    let idle_start_line = std::fs::read_to_string(&audit_path)?.lines().count();
+    let idle_writes_before = operator.writes()?;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let idle = audited_requests(&std::fs::read_to_string(&audit_path)?, idle_start_line);
+    let idle_writes = operator.writes()? - idle_writes_before;
+
+    let seconds = |d: Option<Duration>| d.map_or("not reached".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
+    println!("| tenants | {count} |");
+    println!("| all reconciled | {} |", seconds(reconciled_at));
+    println!("| all Ready | {} |", seconds(ready_at));
+    let busy = ready_at.or(reconciled_at).unwrap_or(started.elapsed()).as_secs_f64();
+    println!("| reconciles per second (until Ready) | {:.1} ({reconciles} reconciles) |", reconciles / busy);
+    println!("| API requests per tenant (until Ready) | {:.1} |", busy_requests as f64 / count as f64);
+    println!("| operator peak RSS | {:.1} MiB |", peak_rss as f64 / 1_048_576.0);
+    println!("| requests in one idle minute | {} ({idle:?}) |", idle.values().sum::<usize>());
+    println!("| writes in one idle minute | {idle_writes} |");
+    Ok(())
+}
