@@ -93,11 +93,16 @@ pub fn copied_data(keys: &[crate::build::CopiedKey], sources: &SourceSecrets) ->
 /// then costs no Secret reads at all.
 #[derive(Default)]
 pub struct Verified {
-    entries: Mutex<HashMap<(String, String), (Instant, [u8; 32])>>,
+    entries: Mutex<HashMap<NamespacedName, Seen>>,
 }
 
+/// A Secret's namespace and name.
+type NamespacedName = (String, String);
+/// When a Secret was last seen as it should be, and the digest of what it should hold then.
+type Seen = (Instant, [u8; 32]);
+
 impl Verified {
-    fn is_fresh(&self, key: &(String, String), contents: [u8; 32], max_age: Duration) -> bool {
+    fn is_fresh(&self, key: &NamespacedName, contents: [u8; 32], max_age: Duration) -> bool {
         self.entries
             .lock()
             .ok()
@@ -105,7 +110,7 @@ impl Verified {
             .is_some_and(|(at, seen)| seen == contents && at.elapsed() < max_age)
     }
 
-    fn record(&self, key: (String, String), contents: [u8; 32]) {
+    fn record(&self, key: NamespacedName, contents: [u8; 32]) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.insert(key, (Instant::now(), contents));
         }
