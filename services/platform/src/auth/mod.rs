@@ -1,0 +1,184 @@
+//! Authentication for every service: the [`Authenticated`] extractor reads the one credential header,
+//! `Authorization: Bearer <credential>`, and accepts either an access token issued by the auth service (verified
+//! locally, see [`jwt`]) or an API key (`sk-saaschat-…`), which it hands to an [`ApiKeyVerifier`] (implemented by
+//! the auth service). No other header, cookie or query parameter is ever read as a credential, and credentials
+//! never appear in errors or logs.
+
+pub mod jwks;
+pub mod jwt;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+
+pub use jwks::{HttpJwks, JwksSource, KeyCache};
+pub use jwt::{AccessClaims, JwtSettings, JwtVerifier, Role};
+
+use crate::config::Config;
+use crate::problem::Problem;
+
+/// The prefix that tells an API key from an access token.
+pub const API_KEY_PREFIX: &str = "sk-saaschat-";
+
+/// Why a credential was refused. The messages never contain the credential.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credential: send Authorization: Bearer <token>")]
+    Missing,
+    #[error("more than one Authorization header")]
+    Ambiguous,
+    #[error("the Authorization header is not of the form Bearer <token>")]
+    NotBearer,
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token's algorithm {0:?} is not allowed")]
+    AlgorithmNotAllowed(String),
+    #[error("the token has no key id")]
+    MissingKeyId,
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    #[error("the signing keys cannot be fetched")]
+    KeysUnavailable,
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token was issued by someone else")]
+    WrongIssuer,
+    #[error("the token is meant for someone else")]
+    WrongAudience,
+    #[error("the token is for another tenant")]
+    WrongTenant,
+    #[error("the token is not an access token")]
+    WrongTokenType,
+    #[error("the token lacks the {0} claim")]
+    MissingClaim(String),
+    #[error("API keys are not accepted here")]
+    ApiKeysNotAccepted,
+    #[error("the API key is not valid")]
+    InvalidApiKey,
+}
+
+impl From<AuthError> for Problem {
+    fn from(error: AuthError) -> Problem {
+        match error {
+            AuthError::KeysUnavailable => Problem::typed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth-unavailable",
+                "Credentials cannot be checked right now",
+            )
+            .with_detail(error.to_string()),
+            error => Problem::unauthorized(error.to_string()),
+        }
+    }
+}
+
+/// Who made a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticated {
+    pub user_id: String,
+    pub tenant: String,
+    pub role: Role,
+    /// The access token's `jti`, if it has one.
+    pub token_id: Option<String>,
+    /// The session the access token belongs to, if it says.
+    pub session_id: Option<String>,
+    pub credential: Credential,
+}
+
+/// How the caller authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    AccessToken,
+    /// An API key; `key_id` is the key's public identifier, never the key.
+    ApiKey {
+        key_id: String,
+        scopes: Vec<String>,
+    },
+}
+
+pub type VerifyFuture<'a> = Pin<Box<dyn Future<Output = Result<Authenticated, AuthError>> + Send + 'a>>;
+
+/// Verifies API keys (`sk-saaschat-…`). The auth service implements it against its key store; other services
+/// call the auth service. The key passed in has the prefix and must be treated as a secret.
+pub trait ApiKeyVerifier: Send + Sync + 'static {
+    fn verify<'a>(&'a self, key: &'a str) -> VerifyFuture<'a>;
+}
+
+/// The credential of a request: the value of its single `Authorization: Bearer` header.
+pub fn bearer_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthError::Ambiguous);
+    }
+    let value = value.to_str().map_err(|_| AuthError::NotBearer)?;
+    let (scheme, credential) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || credential.is_empty() || credential.contains(char::is_whitespace) {
+        return Err(AuthError::NotBearer);
+    }
+    Ok(credential)
+}
+
+/// Checks credentials; put one in the router state (or make it `FromRef` of the state) to use [`Authenticated`].
+#[derive(Clone)]
+pub struct Authenticator {
+    jwt: Arc<JwtVerifier>,
+    api_keys: Option<Arc<dyn ApiKeyVerifier>>,
+}
+
+impl Authenticator {
+    pub fn new(jwt: JwtVerifier) -> Authenticator {
+        Authenticator { jwt: Arc::new(jwt), api_keys: None }
+    }
+
+    /// The authenticator for a service: keys from the tenant's JWKS URL, issuer from the tenant configuration,
+    /// and a refetch on an unknown key id at most every `min_refetch_interval`.
+    pub fn from_config(config: &Config, min_refetch_interval: Duration) -> Result<Authenticator, reqwest::Error> {
+        let source = HttpJwks::new(config.tenant.auth.jwks_url.clone(), Duration::from_secs(5))?;
+        let keys = KeyCache::new(Arc::new(source), min_refetch_interval);
+        let settings = JwtSettings::new(config.tenant.auth.issuer.clone(), config.settings.tenant.clone());
+        Ok(Authenticator::new(JwtVerifier::new(keys, settings)))
+    }
+
+    pub fn with_api_keys(mut self, verifier: impl ApiKeyVerifier) -> Authenticator {
+        self.api_keys = Some(Arc::new(verifier));
+        self
+    }
+
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Authenticated, AuthError> {
+        let credential = bearer_credential(headers)?;
+        if credential.starts_with(API_KEY_PREFIX) {
+            let verifier = self.api_keys.as_ref().ok_or(AuthError::ApiKeysNotAccepted)?;
+            return verifier.verify(credential).await;
+        }
+        self.jwt.verify(credential).await
+    }
+}
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Authenticator: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let authenticator = Authenticator::from_ref(state);
+        authenticator.authenticate(&parts.headers).await.map_err(|error| {
+            tracing::info!(reason = %error, "credential refused");
+            Problem::from(error)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
