@@ -106,14 +106,7 @@ async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
         if let Err(error) = apply_desired(ctx, &name, &desired, &sources, &namespace, conservative).await {
             // Say why in the status too, then fail so that the reconcile is retried with backoff.
             problems.push(Problem::new("ApplyFailed", error.to_string()));
-            let observation = Observation {
-                problems: &problems,
-                suspension,
-                paused,
-                components: observe_components(tenant, ctx, suspension),
-                plan: Some(plan.name.as_str().to_string()),
-            };
-            write_status(tenant, ctx, status::compute(tenant, observation, now)).await?;
+            report(tenant, ctx, &problems, suspension, paused, &plan, now).await?;
             return Err(error);
         }
         if subscription.is_none() {
@@ -122,18 +115,30 @@ async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
     }
 
     // 5. Status.
+    report(tenant, ctx, &problems, suspension, paused, &plan, now).await?;
+
+    let next = recheck.map_or(ctx.resync, |wait| wait.min(ctx.resync));
+    Ok(Action::requeue(next))
+}
+
+/// Computes the status from what was observed and writes it when it changed.
+async fn report(
+    tenant: &ChatTenant,
+    ctx: &Context,
+    problems: &[Problem],
+    suspension: Suspension,
+    paused: bool,
+    plan: &EffectivePlan,
+    now: Timestamp,
+) -> Result<(), Error> {
     let observation = Observation {
-        problems: &problems,
+        problems,
         suspension,
         paused,
         components: observe_components(tenant, ctx, suspension),
         plan: Some(plan.name.as_str().to_string()),
     };
-    let new_status = status::compute(tenant, observation, now);
-    write_status(tenant, ctx, new_status).await?;
-
-    let next = recheck.map_or(ctx.resync, |wait| wait.min(ctx.resync));
-    Ok(Action::requeue(next))
+    write_status(tenant, ctx, status::compute(tenant, observation, now)).await
 }
 
 async fn read_source_secrets(ctx: &Context, names: &[String]) -> Result<SourceSecrets, Error> {
