@@ -168,3 +168,121 @@ mod tests {
         assert!(!serde_json::to_string(&status).expect("json").contains("sk-live"));
     }
 }
+
+/// The controller against a mocked API server: the requests it sends, in order, and what it does with answers.
+#[cfg(test)]
+mod mock_api_tests {
+    use super::*;
+    use crate::build::fixtures::provider;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use kube::runtime::events::Reporter;
+    use tower_test::mock;
+
+    type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+    fn context() -> (Arc<Context>, Handle) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
+        let context = Context {
+            client,
+            secret_namespace: "ops".into(),
+            recorder,
+            metrics: Arc::new(Metrics::new().expect("metrics")),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            resync: Duration::from_secs(300),
+        };
+        (Arc::new(context), handle)
+    }
+
+    fn json_response(status: u16, body: serde_json::Value) -> Response<Body> {
+        Response::builder().status(status).body(Body::from(serde_json::to_vec(&body).expect("json"))).expect("response")
+    }
+
+    fn not_found() -> serde_json::Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+               "message": "secrets \"openai\" not found"})
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_secret_gives_a_not_ready_status_and_a_warning_event() {
+        let (ctx, mut api) = context();
+        let server = tokio::spawn(async move {
+            let (request, reply) = api.next_request().await.expect("a request for the Secret");
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(request.uri().path(), "/api/v1/namespaces/ops/secrets/openai");
+            reply.send_response(json_response(404, not_found()));
+
+            let (request, reply) = api.next_request().await.expect("a status write");
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(request.uri().path(), "/apis/saaschat.io/v1alpha1/aiproviders/openai/status");
+            let query = request.uri().query().unwrap_or_default().to_string();
+            assert!(query.contains("fieldManager=saaschat-operator") && query.contains("force=true"), "{query}");
+            let body = request.into_body().collect_bytes().await.expect("body");
+            let patch: serde_json::Value = serde_json::from_slice(&body).expect("json patch");
+            assert_eq!(patch["status"]["conditions"][0]["reason"], "ProviderSecretMissing");
+            assert_eq!(patch["status"]["conditions"][0]["status"], "False");
+            assert_eq!(patch["status"]["modelCount"], 2);
+            let mut written = serde_json::to_value(provider("openai")).expect("provider");
+            written["status"] = patch["status"].clone();
+            reply.send_response(json_response(200, written));
+
+            let (request, reply) = api.next_request().await.expect("an Event");
+            assert_eq!(request.method(), Method::POST);
+            assert_eq!(request.uri().path(), "/apis/events.k8s.io/v1/namespaces/default/events");
+            let body = request.into_body().collect_bytes().await.expect("body");
+            let event: serde_json::Value = serde_json::from_slice(&body).expect("event");
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(event["reason"], "ProviderSecretMissing");
+            reply.send_response(json_response(201, event));
+        });
+        let action = reconcile(Arc::new(provider("openai")), ctx).await.expect("reconciles");
+        assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("every request seen").expect("server");
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_status_is_not_written() {
+        let (ctx, mut api) = context();
+        let mut ready = provider("openai");
+        let secrets: SourceSecrets = BTreeMap::from([(
+            "openai".to_string(),
+            Some(BTreeMap::from([("api-key".to_string(), k8s_openapi::ByteString(b"sk".to_vec()))])),
+        )]);
+        ready.status = Some(compute_status(&ready, &secrets, "ops", Timestamp::now()));
+        let server = tokio::spawn(async move {
+            let (_, reply) = api.next_request().await.expect("a request for the Secret");
+            reply.send_response(json_response(
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "openai", "namespace": "ops"},
+                       "data": {"api-key": "c2s="}}),
+            ));
+            // Nothing else may be sent: the next request would be a write.
+            let next = tokio::time::timeout(Duration::from_millis(300), api.next_request()).await;
+            assert!(!matches!(next, Ok(Some(_))), "no write for an unchanged status");
+        });
+        reconcile(Arc::new(ready), ctx).await.expect("reconciles");
+        server.await.expect("server");
+    }
+
+    #[tokio::test]
+    async fn a_failing_api_backs_off_and_counts_the_error() {
+        let (ctx, mut api) = context();
+        let server = tokio::spawn(async move {
+            let (_, reply) = api.next_request().await.expect("a request for the Secret");
+            reply.send_response(json_response(
+                500,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd down"}),
+            ));
+        });
+        let provider = Arc::new(provider("openai"));
+        let error = reconcile(provider.clone(), ctx.clone()).await.expect_err("the read fails");
+        assert!(matches!(error, Error::ReadSecret { .. }));
+        server.await.expect("server");
+        let first = error_policy(provider.clone(), &error, ctx.clone());
+        let second = error_policy(provider, &error, ctx.clone());
+        assert_ne!(first, second, "the delay grows with each failure");
+        assert!(ctx.metrics.render().contains(r#"reconcile_errors_total{controller="aiprovider",reason="read"} 2"#));
+    }
+}

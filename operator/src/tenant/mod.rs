@@ -297,3 +297,79 @@ fn error_policy(tenant: Arc<ChatTenant>, error: &Error, ctx: Arc<Context>) -> Ac
     tracing::warn!(tenant = %name, %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
+
+/// The tenant controller against a mocked API server.
+#[cfg(test)]
+mod mock_api_tests {
+    use super::*;
+    use crate::build::fixtures::tenant;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use tower_test::mock;
+
+    fn context() -> (Arc<Context>, mock::Handle<Request<Body>, Response<Body>>) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let context = Context {
+            recorder: Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None }),
+            applier: Applier {
+                client: client.clone(),
+                stores: OwnedStores::default(),
+                ledger: Ledger::default(),
+                metrics: metrics.clone(),
+            },
+            client,
+            settings: Settings::default(),
+            tenants: reflector::store().0,
+            providers: reflector::store().0,
+            subscriptions: reflector::store().0,
+            deployments: reflector::store().0,
+            stateful_sets: reflector::store().0,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            metrics,
+            resync: Duration::from_secs(300),
+            verified_secrets: secrets::Verified::default(),
+        };
+        (Arc::new(context), handle)
+    }
+
+    #[tokio::test]
+    async fn a_new_tenant_first_gets_the_cleanup_finalizer() {
+        let (ctx, mut api) = context();
+        let server = tokio::spawn(async move {
+            let (request, reply) = api.next_request().await.expect("the finalizer patch");
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(request.uri().path(), "/apis/saaschat.io/v1alpha1/chattenants/acme");
+            let body = request.into_body().collect_bytes().await.expect("body");
+            let patch: serde_json::Value = serde_json::from_slice(&body).expect("json patch");
+            assert_eq!(patch[0]["op"], "test", "guarded by the object's current finalizers: {patch}");
+            assert!(patch.to_string().contains(names::TENANT_FINALIZER), "{patch}");
+            let mut patched = serde_json::to_value(tenant("acme")).expect("tenant");
+            patched["metadata"]["finalizers"] = serde_json::json!([names::TENANT_FINALIZER]);
+            reply.send_response(
+                Response::builder().body(Body::from(serde_json::to_vec(&patched).expect("json"))).expect("response"),
+            );
+        });
+        let action = reconcile::reconcile(Arc::new(tenant("acme")), ctx.clone()).await.expect("reconciles");
+        assert_eq!(action, Action::await_change(), "the patch itself triggers the next reconcile");
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("the patch was sent").expect("server");
+        assert!(ctx.metrics.render().contains(r#"reconciles_total{controller="chattenant"} 1"#));
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_retried_soon_without_growing_the_backoff() {
+        let (ctx, _api) = context();
+        let conflict = Error::Status(kube::Error::Api(
+            kube::core::Status::failure("the object has been modified", "Conflict").with_code(409).boxed(),
+        ));
+        let tenant = Arc::new(tenant("acme"));
+        assert!(conflict.is_conflict());
+        for _ in 0..5 {
+            error_policy(tenant.clone(), &conflict, ctx.clone());
+        }
+        // The next real failure still starts from the base delay.
+        assert!(ctx.backoff.next_delay("acme".to_string()) <= Duration::from_millis(1250));
+        assert!(ctx.metrics.render().contains(r#"reconcile_errors_total{controller="chattenant",reason="status"} 5"#));
+    }
+}
