@@ -298,6 +298,15 @@ async fn the_sample_tenant_lives_its_whole_life() {
     .await
     .expect("drift repaired");
 
+    // Replicas belong to the autoscaler: scaling a service down by hand is undone by its HPA's minimum.
+    kubectl_ok(&["-n", namespace, "scale", "deploy/auth", "--replicas=0"], None).expect("scale down");
+    eventually("auth back to its minimum", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move { Ok((deployment_replicas(&client, namespace).await["auth"].unwrap_or(0) >= 2).then_some(())) }
+    })
+    .await
+    .expect("replicas repaired");
+
     // Rotating the provider's key updates the tenant's copy.
     let rotated = sample("00-provider-secret.yaml").replace("sk-replace-me", "sk-rotated-2");
     kubectl_ok(&["apply", "-f", "-"], Some(&rotated)).expect("rotate");
