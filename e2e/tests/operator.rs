@@ -452,10 +452,14 @@ async fn a_missing_provider_is_reported_and_the_rest_of_the_tenant_still_runs() 
     })
     .await
     .expect("auth deployed");
-    let events =
-        kubectl_ok(&["get", "events", "-A", "--field-selector", "reason=ProviderNotFound", "-o", "name"], None)
-            .expect("events");
-    assert!(!events.trim().is_empty(), "a ProviderNotFound event");
+    // The Event follows the status write.
+    eventually("a ProviderNotFound event", Duration::from_secs(15), || async {
+        let events =
+            kubectl_ok(&["get", "events", "-A", "--field-selector", "reason=ProviderNotFound", "-o", "name"], None)?;
+        Ok((!events.trim().is_empty()).then_some(()))
+    })
+    .await
+    .expect("event");
     delete_tenant(&client, "orphan").await;
 }
 
