@@ -208,7 +208,8 @@ fn data_store_resources(cpu: &str, memory_request: &str, memory_limit: &str) -> 
     }
 }
 
-fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+/// An environment variable taken from a Secret key that must exist.
+pub(super) fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {

@@ -6,13 +6,14 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy,
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
     Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use saaschat_crds::{ComponentSpec, Resources};
 
+use super::datastores::env_from_secret;
 use super::rbac::needs_api_token;
 use super::security::{SERVICE_UID, container_security_context, pod_security_context};
 use super::{DesiredObject, TenantInputs};
@@ -181,14 +182,6 @@ fn env(inputs: &TenantInputs<'_>, component: Component) -> Vec<EnvVar> {
         }),
         ..EnvVar::default()
     };
-    let from_secret = |name: &str, secret: &str, key: &str| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
     let mut env = vec![
         value("SAASCHAT_TENANT", inputs.name().into()),
         value("SAASCHAT_COMPONENT", component.name().into()),
@@ -197,11 +190,11 @@ fn env(inputs: &TenantInputs<'_>, component: Component) -> Vec<EnvVar> {
         value("OTEL_SERVICE_NAME", format!("saaschat-{}", component.name())),
         field("POD_NAME", "metadata.name"),
         field("POD_NAMESPACE", "metadata.namespace"),
-        from_secret("REDIS_URL", secret::REDIS, "url"),
+        env_from_secret("REDIS_URL", secret::REDIS, "url"),
     ];
     // The email worker only reads the Redis stream; everything else keeps its state in PostgreSQL.
     if component != Component::EmailWorker {
-        env.push(from_secret("DATABASE_URL", secret::POSTGRES, "url"));
+        env.push(env_from_secret("DATABASE_URL", secret::POSTGRES, "url"));
     }
     env
 }
