@@ -1,6 +1,4 @@
-//! The platform against real PostgreSQL and Redis servers (started by `support`) and over real HTTP.
-
-mod support;
+//! The platform against real PostgreSQL and Redis servers (started by `saaschat-testkit`) and over real HTTP.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,9 +12,9 @@ use saaschat_platform::db::{self, DbSettings, PostgresProbe};
 use saaschat_platform::http::{Drained, HttpSettings, RouterBuilder, Shutdown, ShutdownSignal, serve};
 use saaschat_platform::problem::{CONTENT_TYPE_PROBLEM, Json, Problem};
 use saaschat_platform::redis::{RedisProbe, RedisSettings};
+use saaschat_testkit::{Postgres, Redis};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{Postgres, Redis};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 

@@ -1,6 +1,6 @@
-//! Real PostgreSQL and Redis servers for integration tests, each in a temporary directory on a free port, stopped
-//! when dropped. PostgreSQL comes from Debian's `/usr/lib/postgresql/<version>/bin` (or `PATH`); it refuses to
-//! run as root, so as root the server runs as the `postgres` user.
+//! Real servers for the services' integration tests, each in a temporary directory on a free port, stopped when
+//! dropped. PostgreSQL comes from Debian's `/usr/lib/postgresql/<version>/bin` (or `PATH`); it refuses to run as root,
+//! so as root the server runs as the `postgres` user.
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
