@@ -7,6 +7,7 @@
 //! | [`problem`] | RFC 9457 problem responses and the mapping of every bad-input rejection to one |
 //! | [`http`] | the router builder: `/healthz`, `/readyz`, `/metrics`, limits, timeouts, tracing, graceful shutdown |
 //! | [`db`] | the PostgreSQL pool and migrations under an advisory lock |
+//! | [`email`] | the email request that outboxes append to the Redis stream the email worker consumes |
 //! | [`redis`] | the Redis connection manager and its readiness probe |
 //! | [`auth`] | JWT (EdDSA) verification against the auth service's JWKS and the `Authenticated` extractor |
 //! | [`telemetry`] | JSON logs |
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod email;
 pub mod http;
 pub mod problem;
 pub mod redis;
