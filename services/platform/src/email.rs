@@ -103,19 +103,31 @@ struct TaggedContent<'a> {
     data: serde_json::Value,
 }
 
+impl EmailContent {
+    /// The template's variables as a JSON object.
+    pub fn data(&self) -> serde_json::Value {
+        let tagged = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        tagged.get("data").cloned().unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The stream entry's fields, in the order documented above. Outbox relays call this with what they stored, so
+/// an entry they could not have produced through [`EmailRequest`] still reaches the worker (which dead-letters it
+/// with the reason) instead of staying in an outbox.
+pub fn entry_fields(id: &str, to: &str, template: &str, data: &str, created_at: &str) -> [(&'static str, String); 6] {
+    [
+        ("v", FORMAT_VERSION.to_string()),
+        ("id", id.to_string()),
+        ("to", to.to_string()),
+        ("template", template.to_string()),
+        ("data", data.to_string()),
+        ("created_at", created_at.to_string()),
+    ]
+}
+
 impl EmailRequest {
-    /// The stream entry's fields, in the order documented above.
-    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
-        let tagged = serde_json::to_value(&self.content).unwrap_or(serde_json::Value::Null);
-        let data = tagged.get("data").cloned().unwrap_or(serde_json::Value::Null);
-        vec![
-            ("v", FORMAT_VERSION.to_string()),
-            ("id", self.id.clone()),
-            ("to", self.to.clone()),
-            ("template", self.content.template().to_string()),
-            ("data", data.to_string()),
-            ("created_at", self.created_at.clone()),
-        ]
+    pub fn to_fields(&self) -> [(&'static str, String); 6] {
+        entry_fields(&self.id, &self.to, self.content.template(), &self.content.data().to_string(), &self.created_at)
     }
 
     /// Reads a stream entry's fields.

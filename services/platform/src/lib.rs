@@ -8,6 +8,7 @@
 //! | [`http`] | the router builder: `/healthz`, `/readyz`, `/metrics`, limits, timeouts, tracing, graceful shutdown |
 //! | [`db`] | the PostgreSQL pool and migrations under an advisory lock |
 //! | [`email`] | the email request that outboxes append to the Redis stream the email worker consumes |
+//! | [`outbox`] | the transactional outbox and the relay that publishes it to the email stream |
 //! | [`redis`] | the Redis connection manager and its readiness probe |
 //! | [`auth`] | JWT (EdDSA) verification against the auth service's JWKS and the `Authenticated` extractor |
 //! | [`telemetry`] | JSON logs |
@@ -20,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod email;
 pub mod http;
+pub mod outbox;
 pub mod problem;
 pub mod redis;
 pub mod secret;

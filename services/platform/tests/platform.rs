@@ -1,5 +1,6 @@
 //! The platform against real PostgreSQL and Redis servers (started by `saaschat-testkit`) and over real HTTP.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -9,7 +10,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use saaschat_platform::Secret;
 use saaschat_platform::db::{self, DbSettings, PostgresProbe};
+use saaschat_platform::email::{self, EmailContent, EmailRequest};
 use saaschat_platform::http::{Drained, HttpSettings, RouterBuilder, Shutdown, ShutdownSignal, serve};
+use saaschat_platform::outbox::{self, Relay, RelaySettings};
 use saaschat_platform::problem::{CONTENT_TYPE_PROBLEM, Json, Problem};
 use saaschat_platform::redis::{RedisProbe, RedisSettings};
 use saaschat_testkit::{Postgres, Redis};
@@ -274,4 +277,92 @@ async fn jwks_are_fetched_over_http_from_the_configured_url() {
     let missing = HttpJwks::new(format!("http://{address}/nowhere"), Duration::from_secs(5)).expect("client");
     assert!(missing.fetch().await.is_err());
     shutdown.trigger();
+}
+
+const OUTBOX_DDL: &str = "CREATE TABLE outbox (id uuid PRIMARY KEY, recipient text NOT NULL, template text NOT NULL, \
+    data jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz); \
+    CREATE INDEX outbox_pending ON outbox (created_at) WHERE published_at IS NULL;";
+
+async fn stream_entries(redis: &mut ::redis::aio::ConnectionManager) -> Vec<EmailRequest> {
+    let reply: ::redis::streams::StreamRangeReply =
+        ::redis::cmd("XRANGE").arg(email::STREAM).arg("-").arg("+").query_async(redis).await.expect("xrange");
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            let fields: HashMap<String, String> = entry
+                .map
+                .iter()
+                .map(|(name, value)| (name.clone(), ::redis::from_redis_value(value.clone()).expect("string")))
+                .collect();
+            EmailRequest::from_fields(&fields).expect("a valid entry")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_publishes_exactly_the_committed_emails() {
+    let postgres = Postgres::start();
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("dir");
+    write_migrations(dir.path(), &[("0001_outbox.sql", OUTBOX_DDL)]);
+    let pool = pool(&postgres, "auth").await;
+    db::migrate(&pool, dir.path(), "auth").await.expect("migrate");
+    let mut redis_connection =
+        saaschat_platform::redis::connect(&Secret::new(redis.url()), &RedisSettings::default()).await.expect("redis");
+    let content = |url: &str| EmailContent::VerifyEmail {
+        tenant_name: "Acme".into(),
+        verify_url: url.into(),
+        expires_at: "2026-11-27T10:00:00Z".into(),
+    };
+
+    let mut rolled_back = pool.begin().await.expect("begin");
+    outbox::enqueue(&mut rolled_back, "auth", "eve@example.com", &content("https://x/rolled-back"))
+        .await
+        .expect("enqueue");
+    rolled_back.rollback().await.expect("rollback");
+
+    let settings = RelaySettings { poll_interval: Duration::from_secs(60), ..RelaySettings::default() };
+    let relay = Relay::new(pool.clone(), redis_connection.clone(), "auth", settings);
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(relay.run(shutdown.signal()));
+    // The relay has subscribed once its first (empty) pass is over; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut committed = pool.begin().await.expect("begin");
+    let id =
+        outbox::enqueue(&mut committed, "auth", "ada@example.com", &content("https://x/ok")).await.expect("enqueue");
+    committed.commit().await.expect("commit");
+
+    // Woken by the commit's NOTIFY, well before the 60 s poll.
+    let published = eventually(Duration::from_secs(5), || {
+        let mut redis_connection = redis_connection.clone();
+        async move { Some(stream_entries(&mut redis_connection).await).filter(|entries| !entries.is_empty()) }
+    })
+    .await;
+    assert_eq!(published.len(), 1, "the rolled-back email is not published");
+    assert_eq!(published[0].id, format!("auth:{id}"));
+    assert_eq!(published[0].to, "ada@example.com");
+    assert_eq!(published[0].content, content("https://x/ok"));
+
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(5), running).await.expect("relay stops").expect("task");
+    let again = Relay::new(pool.clone(), redis_connection.clone(), "auth", RelaySettings::default());
+    assert_eq!(again.publish_pending().await.expect("publish"), 0, "published rows are not published twice");
+    assert_eq!(stream_entries(&mut redis_connection).await.len(), 1);
+}
+
+async fn eventually<T, F, Fut>(timeout: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

@@ -4,8 +4,10 @@
 //! the auth service). No other header, cookie or query parameter is ever read as a credential, and credentials
 //! never appear in errors or logs.
 
+pub mod api_keys;
 pub mod jwks;
 pub mod jwt;
+pub mod revocation;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,8 +19,10 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 
+pub use api_keys::{HttpApiKeyVerifier, VerifiedKey};
 pub use jwks::{HttpJwks, JwksSource, KeyCache};
 pub use jwt::{AccessClaims, JwtSettings, JwtVerifier, Role};
+pub use revocation::{SessionRevocations, revoke_session};
 
 use crate::config::Config;
 use crate::problem::Problem;
@@ -65,6 +69,8 @@ pub enum AuthError {
     ApiKeysNotAccepted,
     #[error("the API key is not valid")]
     InvalidApiKey,
+    #[error("the session has ended; sign in again")]
+    SessionEnded,
 }
 
 impl From<AuthError> for Problem {
@@ -133,11 +139,12 @@ pub fn bearer_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
 pub struct Authenticator {
     jwt: Arc<JwtVerifier>,
     api_keys: Option<Arc<dyn ApiKeyVerifier>>,
+    revocations: Option<SessionRevocations>,
 }
 
 impl Authenticator {
     pub fn new(jwt: JwtVerifier) -> Authenticator {
-        Authenticator { jwt: Arc::new(jwt), api_keys: None }
+        Authenticator { jwt: Arc::new(jwt), api_keys: None, revocations: None }
     }
 
     /// The authenticator for a service: keys from the tenant's JWKS URL, issuer from the tenant configuration,
@@ -154,13 +161,23 @@ impl Authenticator {
         self
     }
 
+    /// Refuses access tokens of sessions the auth service ended (see [`revocation`]).
+    pub fn with_session_revocations(mut self, revocations: SessionRevocations) -> Authenticator {
+        self.revocations = Some(revocations);
+        self
+    }
+
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Authenticated, AuthError> {
         let credential = bearer_credential(headers)?;
         if credential.starts_with(API_KEY_PREFIX) {
             let verifier = self.api_keys.as_ref().ok_or(AuthError::ApiKeysNotAccepted)?;
             return verifier.verify(credential).await;
         }
-        self.jwt.verify(credential).await
+        let authenticated = self.jwt.verify(credential).await?;
+        if let Some(revocations) = &self.revocations {
+            revocations.check(&authenticated).await?;
+        }
+        Ok(authenticated)
     }
 }
 

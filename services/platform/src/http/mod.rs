@@ -142,7 +142,9 @@ pub async fn serve(
     shutdown: ShutdownSignal,
     grace: Duration,
 ) -> std::io::Result<Drained> {
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().triggered()).into_future();
+    // Connection info lets handlers see the peer address (rate limits per client address).
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().triggered()).into_future();
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.map(|()| Drained::Complete),
