@@ -132,14 +132,18 @@ pub async fn connect(url: &Secret<String>, settings: &DbSettings) -> Result<PgPo
     }
 }
 
-/// Applies the migrations in `dir` (files named `<version>_<description>.sql`) to the service's schema (the pool
-/// must come from [`connect`] with [`DbSettings::for_service`] of the same service), holding
-/// the service's advisory lock on a dedicated connection, which is closed afterwards so the lock never stays
-/// with a pooled connection.
+/// Applies the migrations in `dir` (files named `<version>_<description>.sql`); see [`migrate_with`].
 pub async fn migrate(pool: &PgPool, dir: &Path, service: &str) -> Result<(), DbError> {
-    let mut migrator = Migrator::new(dir)
+    let migrator = Migrator::new(dir)
         .await
         .map_err(|source| DbError::ReadMigrations { path: dir.display().to_string(), source })?;
+    migrate_with(pool, migrator, service).await
+}
+
+/// Applies migrations (for example embedded with `sqlx::migrate!`) to the service's schema (the pool must come
+/// from [`connect`] with [`DbSettings::for_service`] of the same service), holding the service's advisory lock
+/// on a dedicated connection, which is closed afterwards so the lock never stays with a pooled connection.
+pub async fn migrate_with(pool: &PgPool, mut migrator: Migrator, service: &str) -> Result<(), DbError> {
     // Our own lock replaces sqlx's, whose key depends on the database name rather than the service.
     migrator.set_locking(false);
     let schema = schema_name(service);

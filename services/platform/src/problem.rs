@@ -20,6 +20,7 @@ const MAX_CARRIED_DETAIL: usize = 4096;
 
 /// A problem detail (RFC 9457). Build one with [`Problem::new`] or a helper and return it from a handler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the problem type; `about:blank` when the status code says it all.
     #[serde(rename = "type")]
@@ -32,9 +33,11 @@ pub struct Problem {
     pub instance: Option<String>,
     /// Extension members, serialized beside the standard ones.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extensions: Map<String, Value>,
     /// Response headers to send with the problem (`WWW-Authenticate`, `Retry-After`, `Allow`).
     #[serde(skip)]
+    #[schema(ignore)]
     pub headers: HeaderMap,
 }
 
