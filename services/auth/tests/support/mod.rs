@@ -205,3 +205,61 @@ pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
     (status, body)
 }
+
+/// POSTs `size` bytes of JSON-looking body over a raw connection, reading the answer while still writing: a
+/// server that refuses the body early (413) answers and closes, which would fail an ordinary client with a
+/// broken pipe before it reads the answer. Returns the status and the parsed body.
+pub async fn post_oversized(base: &str, path: &str, size: usize) -> (StatusCode, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    );
+    let writing = tokio::spawn(async move {
+        if writer.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < size {
+            let length = chunk.len().min(size - sent);
+            if writer.write_all(&chunk[..length]).await.is_err() {
+                return;
+            }
+            sent += length;
+        }
+    });
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let response = loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break None,
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+        }
+        if let Some(parsed) = parse_response(&received) {
+            break Some(parsed);
+        }
+    };
+    writing.abort();
+    response.expect("an answer before the connection closed")
+}
+
+fn parse_response(bytes: &[u8]) -> Option<(StatusCode, Value)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase().strip_prefix("content-length:").map(|value| value.trim().to_string())
+        })?
+        .parse()
+        .ok()?;
+    if body.len() < length {
+        return None;
+    }
+    assert!(head.to_ascii_lowercase().contains("content-type: application/problem+json"), "{head}");
+    Some((StatusCode::from_u16(status).ok()?, serde_json::from_str(&body[..length]).ok()?))
+}
