@@ -123,6 +123,8 @@ pub struct Context {
     pub resync: Duration,
     /// Tenant Secrets recently seen as they should be (see `secrets::Verified`).
     pub verified_secrets: secrets::Verified,
+    /// The source Secrets' data, read again only when their resourceVersion moves.
+    pub source_secrets: secrets::SourceCache,
 }
 
 impl Context {
@@ -244,7 +246,14 @@ pub async fn run(
             .collect::<Vec<_>>()
     });
 
-    let source_secret_events = source_secret_events(&client, &settings.secret_namespace);
+    let (source_secret_meta, writer) = reflector::store();
+    let source_secret_events = watcher(
+        Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &settings.secret_namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
     let tenant_index = tenants.clone();
     let provider_index = providers.clone();
     controller = controller.watches_stream(source_secret_events, move |secret: PartialObjectMeta<Secret>| {
@@ -273,6 +282,7 @@ pub async fn run(
         metrics,
         resync,
         verified_secrets: secrets::Verified::default(),
+        source_secrets: secrets::SourceCache::new(source_secret_meta),
     });
 
     controller
@@ -330,6 +340,7 @@ mod mock_api_tests {
             metrics,
             resync: Duration::from_secs(300),
             verified_secrets: secrets::Verified::default(),
+            source_secrets: secrets::SourceCache::new(reflector::store().0),
         };
         (Arc::new(context), handle)
     }

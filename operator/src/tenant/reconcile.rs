@@ -142,16 +142,12 @@ async fn report(
 }
 
 async fn read_source_secrets(ctx: &Context, names: &[String]) -> Result<SourceSecrets, Error> {
-    let api = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.settings.secret_namespace);
-    let mut secrets = BTreeMap::new();
-    for name in names {
-        let secret = api.get_opt(name).await.map_err(|source| Error::Read {
-            what: format!("Secret {}/{name}", ctx.settings.secret_namespace),
-            source,
-        })?;
-        secrets.insert(name.clone(), secret.map(|s| s.data.unwrap_or_default()));
-    }
-    Ok(secrets)
+    let namespace = &ctx.settings.secret_namespace;
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    ctx.source_secrets
+        .read(&api, namespace, names)
+        .await
+        .map_err(|source| Error::Read { what: format!("Secrets in {namespace} ({})", names.join(", ")), source })
 }
 
 /// Two tenants cannot share a namespace: the second one is refused with a condition, never applied.

@@ -9,7 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, PartialObjectMeta, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use sha2::{Digest, Sha256};
@@ -121,6 +123,59 @@ impl Verified {
         if let Ok(mut entries) = self.entries.lock() {
             entries.retain(|(ns, _), _| ns != namespace);
         }
+    }
+}
+
+/// The data of the source Secrets (in the operator's secret namespace), read with a `get` only when the
+/// metadata watch shows a resourceVersion the cache has not read: a reconcile triggered by an owned object's
+/// status then costs no Secret reads. A Secret the watch does not know is read every time (it may be newer than
+/// the watch).
+pub struct SourceCache {
+    metadata: Store<PartialObjectMeta<Secret>>,
+    data: Mutex<HashMap<String, CachedSource>>,
+}
+
+/// A source Secret's data as of a resourceVersion.
+type CachedSource = (String, Option<BTreeMap<String, ByteString>>);
+
+impl SourceCache {
+    pub fn new(metadata: Store<PartialObjectMeta<Secret>>) -> SourceCache {
+        SourceCache { metadata, data: Mutex::default() }
+    }
+
+    /// The resourceVersion the watch last saw for a Secret.
+    fn watched_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.metadata.get(&ObjectRef::new(name).within(namespace)).and_then(|meta| meta.resource_version())
+    }
+
+    fn cached(&self, name: &str, version: &str) -> Option<Option<BTreeMap<String, ByteString>>> {
+        let data = self.data.lock().ok()?;
+        data.get(name).filter(|(cached_version, _)| cached_version == version).map(|(_, data)| data.clone())
+    }
+
+    /// The data of the named Secrets of `namespace` (`None` for a Secret that does not exist).
+    pub async fn read(
+        &self,
+        api: &Api<Secret>,
+        namespace: &str,
+        names: &[String],
+    ) -> Result<SourceSecrets, kube::Error> {
+        let mut secrets = BTreeMap::new();
+        for name in names {
+            let watched = self.watched_version(namespace, name);
+            if let Some(data) = watched.as_deref().and_then(|version| self.cached(name, version)) {
+                secrets.insert(name.clone(), data);
+                continue;
+            }
+            let secret = api.get_opt(name).await?;
+            let version = secret.as_ref().and_then(|secret| secret.resource_version());
+            let data = secret.map(|secret| secret.data.unwrap_or_default());
+            if let (Some(version), Ok(mut cache)) = (version, self.data.lock()) {
+                cache.insert(name.clone(), (version, data.clone()));
+            }
+            secrets.insert(name.clone(), data);
+        }
+        Ok(secrets)
     }
 }
 
