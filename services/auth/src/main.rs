@@ -10,10 +10,14 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(error) = saaschat_platform::telemetry::init("auth") {
-        eprintln!("cannot start logging: {error}");
-        return ExitCode::FAILURE;
-    }
+    // Kept until `main` returns: dropping it flushes the traces and error reports still queued.
+    let _telemetry = match saaschat_platform::telemetry::init("saaschat-auth") {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("cannot start logging: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

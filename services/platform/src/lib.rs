@@ -11,7 +11,7 @@
 //! | [`outbox`] | the transactional outbox and the relay that publishes it to the email stream |
 //! | [`redis`] | the Redis connection manager and its readiness probe |
 //! | [`auth`] | JWT (EdDSA) verification against the auth service's JWKS and the `Authenticated` extractor |
-//! | [`telemetry`] | JSON logs |
+//! | [`telemetry`] | JSON logs, OTLP trace export, errors and panics to Sentry, and the guard `main` keeps |
 //!
 //! Inside each module, deciding (pure functions, exhaustively unit-tested) is kept apart from doing (I/O,
 //! covered by the integration tests in `tests/`).

@@ -19,8 +19,7 @@ pub const TYPE_BASE: &str = "https://saaschat.io/problems/";
 const MAX_CARRIED_DETAIL: usize = 4096;
 
 /// A problem detail (RFC 9457). Build one with [`Problem::new`] or a helper and return it from a handler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the problem type; `about:blank` when the status code says it all.
     #[serde(rename = "type")]

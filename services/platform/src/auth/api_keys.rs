@@ -94,16 +94,12 @@ impl HttpApiKeyVerifier {
     }
 
     async fn ask(&self, key: &str) -> Result<VerifiedKey, AuthError> {
-        let response = self
-            .client
-            .post(&self.url)
-            .json(&VerifyRequest { key: key.to_string() })
-            .send()
-            .await
-            .map_err(|error| {
+        let response = self.client.post(&self.url).json(&VerifyRequest { key: key.to_string() }).send().await.map_err(
+            |error| {
                 tracing::warn!(error = %error.without_url(), "auth service unreachable for API key verification");
                 AuthError::KeysUnavailable
-            })?;
+            },
+        )?;
         match response.status() {
             status if status.is_success() => response.json().await.map_err(|error| {
                 tracing::warn!(%error, "auth service answered API key verification with an unexpected body");
