@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod smtp;
+
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn free_port() -> u16 {
@@ -145,36 +147,66 @@ impl Drop for Postgres {
 
 pub struct Redis {
     pub port: u16,
+    persistent: bool,
     child: Option<Child>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(false)
+    }
+
+    /// A Redis that writes every change to its append-only file before answering (`appendfsync always`), so a
+    /// [`restart`](Redis::restart) loses nothing it acknowledged.
+    pub fn start_persistent() -> Redis {
+        Redis::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Redis {
         let dir = tempfile::Builder::new().prefix("saaschat-redis-").tempdir().expect("temp dir");
         let port = free_port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--unixsocket", dir.path().join("redis.sock").to_str().expect("utf8")])
-            .args(["--dir", dir.path().to_str().expect("utf8")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start redis-server (apt-get install redis-server)");
-        wait_for_port(port, &mut child, "redis-server");
-        Redis { port, child: Some(child), _dir: dir }
+        let child = spawn_redis(port, dir.path(), persistent);
+        Redis { port, persistent, child: Some(child), dir }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
+
+    /// Kills the server (SIGKILL, as a crash would) and starts it again on the same port and directory. Only a
+    /// [persistent](Redis::start_persistent) server keeps its data.
+    pub fn restart(&mut self) {
+        self.stop("KILL");
+        self.child = Some(spawn_redis(self.port, self.dir.path(), self.persistent));
+    }
+
+    fn stop(&mut self, signal_name: &str) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, signal_name);
+            wait_for_exit(&mut child, Duration::from_secs(10));
+        }
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path, persistent: bool) -> Child {
+    let appendonly: &[&str] =
+        if persistent { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(appendonly)
+        .args(["--unixsocket", dir.join("redis.sock").to_str().expect("utf8")])
+        .args(["--dir", dir.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start redis-server (apt-get install redis-server)");
+    wait_for_port(port, &mut child, "redis-server");
+    child
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(&child, "TERM");
-            wait_for_exit(&mut child, Duration::from_secs(10));
-        }
+        self.stop("TERM");
     }
 }
