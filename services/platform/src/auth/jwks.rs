@@ -96,6 +96,11 @@ impl KeyCache {
         self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(kid).cloned()
     }
 
+    /// Whether the key with id `kid` is in the current set (without fetching).
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains_key(kid)
+    }
+
     /// The key with id `kid`, refetching the set once if it is unknown and the rate limit allows.
     pub async fn key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
         if let Some(key) = self.cached(kid) {

@@ -3,11 +3,15 @@
 //! looked up), keys come only from the configured JWKS (`jku`, `x5u` and `jwk` headers are never read), and
 //! `exp`, `nbf`, `iss`, `aud`, the token type and the tenant are all checked.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::jwks::KeyCache;
 use super::{AuthError, Authenticated, Credential};
@@ -134,31 +138,89 @@ fn from_jsonwebtoken(error: jsonwebtoken::errors::Error) -> AuthError {
 }
 
 /// Verifies access tokens with the keys of a [`KeyCache`].
+///
+/// A client sends the same token with every request for up to 15 minutes, so a token that passed every check
+/// is remembered (under the SHA-256 of the whole token, which no other token can share) until it expires or its
+/// signing key leaves the key set: the signature is checked once per token, not once per request.
 pub struct JwtVerifier {
     keys: KeyCache,
     settings: JwtSettings,
     validation: Validation,
+    verified: RwLock<HashMap<[u8; 32], VerifiedToken>>,
+}
+
+/// A token that passed every check, until `expires_at` (seconds since the epoch, leeway included).
+struct VerifiedToken {
+    authenticated: Authenticated,
+    kid: String,
+    expires_at: u64,
+}
+
+/// The claims read when a token is first verified: the access claims and the expiry, to know how long the
+/// result may be remembered.
+#[derive(Deserialize)]
+struct ExpiringClaims {
+    #[serde(flatten)]
+    claims: AccessClaims,
+    /// Optional here so that a missing `exp` is reported by the validation as the missing claim it is.
+    exp: Option<u64>,
+}
+
+/// At most this many verified tokens are remembered; past it, expired ones are dropped, and if that is not
+/// enough the memory starts over.
+const VERIFIED_CAPACITY: usize = 50_000;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 impl JwtVerifier {
     pub fn new(keys: KeyCache, settings: JwtSettings) -> JwtVerifier {
         let validation = settings.validation();
-        JwtVerifier { keys, settings, validation }
+        JwtVerifier { keys, settings, validation, verified: RwLock::default() }
     }
 
     pub async fn verify(&self, token: &str) -> Result<Authenticated, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(authenticated) = self.remembered(&digest, unix_now()) {
+            return Ok(authenticated);
+        }
         let kid = key_id(token)?;
         let key = self.keys.key(&kid).await?;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &self.validation).map_err(from_jsonwebtoken)?;
-        check_claims(&data.claims, &self.settings)?;
-        let claims = data.claims;
-        Ok(Authenticated {
+        let data = jsonwebtoken::decode::<ExpiringClaims>(token, &key, &self.validation).map_err(from_jsonwebtoken)?;
+        check_claims(&data.claims.claims, &self.settings)?;
+        let expiry = data.claims.exp;
+        let claims = data.claims.claims;
+        let authenticated = Authenticated {
             user_id: claims.sub,
             tenant: claims.tenant,
             role: claims.role,
             token_id: claims.jti,
             session_id: claims.sid,
             credential: Credential::AccessToken,
-        })
+        };
+        if let Some(expiry) = expiry {
+            let expires_at = expiry.saturating_add(self.settings.leeway_seconds);
+            self.remember(digest, VerifiedToken { authenticated: authenticated.clone(), kid, expires_at });
+        }
+        Ok(authenticated)
+    }
+
+    fn remembered(&self, digest: &[u8; 32], now: u64) -> Option<Authenticated> {
+        let verified = self.verified.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = verified.get(digest)?;
+        (now <= entry.expires_at && self.keys.contains(&entry.kid)).then(|| entry.authenticated.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], token: VerifiedToken) {
+        let mut verified = self.verified.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if verified.len() >= VERIFIED_CAPACITY {
+            let now = unix_now();
+            verified.retain(|_, entry| now <= entry.expires_at);
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, token);
     }
 }
