@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod smtp;
+pub mod stripe_mock;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
