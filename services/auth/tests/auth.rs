@@ -546,15 +546,15 @@ async fn a_key_rotation_logs_nobody_out_and_the_api_is_described() {
     }
 }
 
-/// schemathesis (from PyPI, `scripts/tools/schemathesis`) generates requests from `/openapi.json`, valid and
+/// schemathesis (from PyPI, `scripts/tools/python-venv`) generates requests from `/openapi.json`, valid and
 /// not, signed in and not; no answer may be a server error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error() {
     let cache = std::env::var("SAASCHAT_CACHE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/saaschat"));
-    let schemathesis = cache.join("venv-schemathesis/bin/schemathesis");
-    assert!(schemathesis.exists(), "{} is missing: run scripts/tools/schemathesis", schemathesis.display());
+    let schemathesis = cache.join("venv/bin/schemathesis");
+    assert!(schemathesis.exists(), "{} is missing: run scripts/tools/python-venv", schemathesis.display());
     let server = AuthServer::start_with(Options { trusted_proxy_hops: 0, seats: 10_000 }).await;
     let token = access(&server.sign_up("owner@example.com").await);
     let report = tempfile::tempdir().expect("report dir");

@@ -1,0 +1,525 @@
+//! The gateway runs a completion from admission to settlement, for every transport (conversation SSE,
+//! WebSocket, the OpenAI-compatible API):
+//!
+//! 1. [`Gateway::admit`]: the model must be allowed by the plan; the limits reserve an estimate (Redis).
+//! 2. [`Gateway::complete`] or [`Gateway::open_stream`]: candidates in fallback order, each retried with
+//!    backoff while nothing has reached the client, behind its provider's circuit breaker.
+//! 3. [`drive`](Gateway::drive) (streams): forwards events with backpressure until the answer ends, the
+//!    caller stops it, the client goes away or the service shuts down, then settles: the reservation is
+//!    replaced by the real usage, a usage event is recorded, and the transport's hook persists the answer.
+
+pub mod error;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use saaschat_platform::http::ShutdownSignal;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+
+use crate::catalog::{Catalog, ModelOffer};
+use crate::limits::{Limiter, Reservation, estimate};
+use crate::metrics::Metrics;
+use crate::providers::client::{Timeouts, UpstreamClient, UpstreamStream};
+use crate::providers::{Completion, CompletionRequest, FinishReason, ProviderError, ProviderEvent, ToolCall, Usage};
+use crate::resilience::ResilienceSettings;
+use crate::resilience::breaker::Breaker;
+use crate::resilience::fallback::{Candidate, candidates};
+use crate::resilience::retry::{Next, next_step};
+use crate::tracker::TaskTracker;
+use crate::usage::{UsageEvent, UsageRecorder};
+
+pub use error::GatewayError;
+
+/// The current catalog; replaced whole when the configuration changes, so a request sees one version.
+#[derive(Clone)]
+pub struct CatalogHandle(Arc<RwLock<Arc<Catalog>>>);
+
+impl CatalogHandle {
+    pub fn new(catalog: Catalog) -> CatalogHandle {
+        CatalogHandle(Arc::new(RwLock::new(Arc::new(catalog))))
+    }
+
+    pub fn current(&self) -> Arc<Catalog> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, catalog: Catalog) {
+        match self.0.write() {
+            Ok(mut guard) => *guard = Arc::new(catalog),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(catalog),
+        }
+    }
+}
+
+/// Which upstream and model answered.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub provider: String,
+    pub offer: ModelOffer,
+}
+
+/// A request that passed the limits, with its reservation.
+pub struct Admission {
+    pub user_id: String,
+    pub request: CompletionRequest,
+    candidates: Vec<Candidate>,
+    reservation: Reservation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The caller asked to stop.
+    Requested,
+    /// The client went away.
+    Disconnected,
+    Shutdown,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutcomeStatus {
+    Complete,
+    Stopped(StopReason),
+    Failed(ProviderError),
+}
+
+/// How a streamed answer ended, with everything produced so far.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: OutcomeStatus,
+    pub finish_reason: Option<FinishReason>,
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+    pub served: Served,
+    /// Set by the conversation hook when the first exchange gave the conversation its title.
+    pub conversation_title: Option<String>,
+}
+
+/// What a stream's consumer receives.
+#[derive(Clone, Debug)]
+pub enum StreamMessage {
+    Event(ProviderEvent),
+    Finished(Box<Outcome>),
+}
+
+/// Sees every event of a stream (the live registry, so others can attach).
+pub trait Observer: Send + Sync {
+    fn event(&self, event: &ProviderEvent);
+    fn finished(&self, outcome: &Outcome);
+}
+
+pub type SettleHook = Box<dyn FnOnce(Outcome) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send>;
+
+/// Stops a stream from elsewhere (a stop request, a WebSocket message).
+#[derive(Clone, Debug)]
+pub struct StopHandle(Arc<watch::Sender<bool>>);
+
+impl Default for StopHandle {
+    fn default() -> Self {
+        StopHandle(Arc::new(watch::channel(false).0))
+    }
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+}
+
+/// An upstream stream that has produced its first content, so it is committed to.
+pub struct OpenStream {
+    pub served: Served,
+    upstream: UpstreamStream,
+    /// A slot of the provider's concurrency limit, held until the stream ends.
+    _permit: OwnedSemaphorePermit,
+    first: Vec<ProviderEvent>,
+    admission: Admission,
+}
+
+pub struct Gateway {
+    client: UpstreamClient,
+    pub catalog: CatalogHandle,
+    breakers: Mutex<HashMap<String, Breaker>>,
+    settings: ResilienceSettings,
+    limiter: Limiter,
+    usage: UsageRecorder,
+    pub metrics: Metrics,
+    shutdown: ShutdownSignal,
+    /// Drivers outlive their requests; shutdown waits for them.
+    pub tasks: TaskTracker,
+}
+
+impl Gateway {
+    pub fn new(
+        client: UpstreamClient,
+        catalog: CatalogHandle,
+        settings: ResilienceSettings,
+        limiter: Limiter,
+        usage: UsageRecorder,
+        metrics: Metrics,
+        shutdown: ShutdownSignal,
+    ) -> Gateway {
+        Gateway {
+            client,
+            catalog,
+            breakers: Mutex::new(HashMap::new()),
+            settings,
+            limiter,
+            usage,
+            metrics,
+            shutdown,
+            tasks: TaskTracker::default(),
+        }
+    }
+
+    pub async fn admit(&self, user_id: &str, request: CompletionRequest) -> Result<Admission, GatewayError> {
+        let catalog = self.catalog.current();
+        let candidates = candidates(&catalog, &request.model)?;
+        let reservation =
+            self.limiter.reserve(user_id, &catalog.plan, estimate::reservation(&request)).await.inspect_err(
+                |error| {
+                    let limit = match error {
+                        crate::limits::LimitError::RequestsPerMinute { .. } => "requestsPerMinute",
+                        crate::limits::LimitError::TokensPerMonth { .. } => "tokensPerMonth",
+                        crate::limits::LimitError::Unavailable(_) => "unavailable",
+                    };
+                    self.metrics.limit_refusals.with_label_values(&[limit]).inc();
+                },
+            )?;
+        Ok(Admission { user_id: user_id.to_string(), request, candidates, reservation })
+    }
+
+    /// Gives the whole reservation back: nothing was used (a cache hit, or every provider failed).
+    pub async fn release(&self, admission: Admission) {
+        self.limiter.settle(&admission.reservation, 0).await;
+    }
+
+    fn timeouts(&self, candidate: &Candidate) -> Timeouts {
+        Timeouts {
+            first_byte: self.settings.first_byte_timeout.min(candidate.upstream.timeout),
+            idle: self.settings.idle_timeout,
+        }
+    }
+
+    fn breaker_allows(&self, provider: &str) -> bool {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        breakers.entry(provider.to_string()).or_default().allow(Instant::now())
+    }
+
+    fn record_result(&self, provider: &str, result: Result<(), &ProviderError>) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let breaker = breakers.entry(provider.to_string()).or_default();
+        match result {
+            Ok(()) => breaker.record_success(),
+            Err(error) if error.counts_against_provider() => {
+                breaker.record_failure(&self.settings.breaker, Instant::now())
+            }
+            Err(_) => breaker.record_neutral(),
+        }
+        let label = match result {
+            Ok(()) => "ok",
+            Err(error) => error.kind(),
+        };
+        self.metrics.upstream_attempts.with_label_values(&[provider, label]).inc();
+    }
+
+    /// Tries candidates in order, retrying each as the policy says, until `attempt` succeeds.
+    async fn run_attempts<T, F, Fut>(
+        &self,
+        admission: &Admission,
+        mut attempt_with: F,
+    ) -> Result<(T, Served, OwnedSemaphorePermit), ProviderError>
+    where
+        F: FnMut(Candidate, CompletionRequest, Timeouts) -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let mut last_error = ProviderError::CircuitOpen;
+        for candidate in &admission.candidates {
+            let provider = candidate.upstream.name.as_str();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                if !self.breaker_allows(provider) {
+                    self.metrics.upstream_attempts.with_label_values(&[provider, "circuit_open"]).inc();
+                    last_error = ProviderError::CircuitOpen;
+                    break;
+                }
+                let Ok(permit) = candidate.upstream.concurrency.clone().try_acquire_owned() else {
+                    self.metrics.upstream_attempts.with_label_values(&[provider, "concurrency_limit"]).inc();
+                    last_error = ProviderError::RateLimited { retry_after: None };
+                    break;
+                };
+                let mut request = admission.request.clone();
+                request.model = candidate.offer.name.clone();
+                match attempt_with(candidate.clone(), request, self.timeouts(candidate)).await {
+                    Ok(value) => {
+                        self.record_result(provider, Ok(()));
+                        let served = Served { provider: provider.to_string(), offer: candidate.offer.clone() };
+                        return Ok((value, served, permit));
+                    }
+                    Err(error) => {
+                        self.record_result(provider, Err(&error));
+                        tracing::info!(provider, model = %candidate.offer.name, attempt, error = %error, "provider attempt failed");
+                        match next_step(&self.settings.retry, attempt, &error, false, fastrand::f64()) {
+                            Next::RetryAfter(wait) => {
+                                tokio::select! {
+                                    () = tokio::time::sleep(wait) => {}
+                                    () = self.shutdown.clone().triggered() => return Err(error),
+                                }
+                            }
+                            Next::NextCandidate => {
+                                last_error = error;
+                                break;
+                            }
+                            Next::GiveUp => return Err(error),
+                        }
+                    }
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// A whole answer. Settles the reservation and records usage before returning.
+    pub async fn complete(&self, admission: Admission) -> Result<(Completion, Served), GatewayError> {
+        let client = &self.client;
+        let result = self
+            .run_attempts(&admission, |candidate, request, timeouts| async move {
+                client
+                    .complete(candidate.upstream.kind.adapter(), &candidate.upstream.endpoint, &request, timeouts)
+                    .await
+            })
+            .await;
+        match result {
+            Ok((completion, served, permit)) => {
+                drop(permit);
+                let usage = estimate::settle_usage(&admission.request, completion.usage, &completion.text);
+                self.settle(&admission, &served, usage, "complete");
+                Ok((completion, served))
+            }
+            Err(error) => {
+                self.metrics.completions.with_label_values(&["", &admission.request.model, error.kind()]).inc();
+                self.release(admission).await;
+                Err(GatewayError::Provider(error))
+            }
+        }
+    }
+
+    /// Replaces the reservation with the real usage and records the usage event, in a task of its own so the
+    /// answer does not wait for Redis; shutdown waits for it through the task tracker.
+    fn settle(&self, admission: &Admission, served: &Served, usage: Usage, outcome: &str) {
+        let model = served.offer.name.as_str();
+        self.metrics.completions.with_label_values(&[&served.provider, model, outcome]).inc();
+        self.metrics.tokens.with_label_values(&[&served.provider, model, "input"]).inc_by(usage.input_tokens);
+        self.metrics.tokens.with_label_values(&[&served.provider, model, "output"]).inc_by(usage.output_tokens);
+        let (limiter, recorder, reservation) =
+            (self.limiter.clone(), self.usage.clone(), admission.reservation.clone());
+        let event = UsageEvent::new(&admission.user_id, &served.provider, &served.offer, usage);
+        let running = self.tasks.enter();
+        tokio::spawn(async move {
+            limiter.settle(&reservation, usage.input_tokens + usage.output_tokens).await;
+            recorder.record(event).await;
+            drop(running);
+        });
+    }
+
+    /// Opens a stream on the first candidate that produces content. Nothing has reached the client before
+    /// this returns, so every failure until then may be retried or fallen back from.
+    pub async fn open_stream(&self, admission: Admission) -> Result<OpenStream, GatewayError> {
+        let client = &self.client;
+        let result = self
+            .run_attempts(&admission, |candidate, request, timeouts| async move {
+                let mut upstream = client
+                    .stream(candidate.upstream.kind.adapter(), &candidate.upstream.endpoint, &request, timeouts)
+                    .await?;
+                let mut first = Vec::new();
+                loop {
+                    match upstream.next().await {
+                        Some(Ok(event)) => {
+                            let content = !matches!(event, ProviderEvent::Usage(_));
+                            first.push(event);
+                            if content {
+                                return Ok((upstream, first));
+                            }
+                        }
+                        None => return Ok((upstream, first)),
+                        Some(Err(error)) => return Err(error),
+                    }
+                }
+            })
+            .await;
+        match result {
+            Ok(((upstream, first), served, permit)) => {
+                Ok(OpenStream { served, upstream, _permit: permit, first, admission })
+            }
+            Err(error) => {
+                self.metrics.completions.with_label_values(&["", &admission.request.model, error.kind()]).inc();
+                self.release(admission).await;
+                Err(GatewayError::Provider(error))
+            }
+        }
+    }
+
+    /// Forwards the stream's events to `sender` until it ends, then settles and sends the outcome. Run it in
+    /// a task of its own: it outlives a client that goes away, so that the usage is still recorded.
+    pub async fn drive(
+        self: Arc<Self>,
+        open: OpenStream,
+        sender: mpsc::Sender<StreamMessage>,
+        stop: StopHandle,
+        observer: Option<Arc<dyn Observer>>,
+        hook: Option<SettleHook>,
+    ) {
+        let _running = self.tasks.enter();
+        self.metrics.live_streams.inc();
+        let OpenStream { served, mut upstream, _permit: permit, first, admission } = open;
+        let mut stop = stop.subscribe();
+        let mut answer = Answer::default();
+        let mut pending = first.into_iter();
+        let status = loop {
+            let next = match pending.next() {
+                Some(event) => Some(Ok(event)),
+                None => tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stopped| *stopped) => break OutcomeStatus::Stopped(StopReason::Requested),
+                    () = self.shutdown.clone().triggered() => break OutcomeStatus::Stopped(StopReason::Shutdown),
+                    () = sender.closed() => break OutcomeStatus::Stopped(StopReason::Disconnected),
+                    next = upstream.next() => next,
+                },
+            };
+            let event = match next {
+                None => break OutcomeStatus::Complete,
+                Some(Err(error)) => {
+                    self.record_result(&served.provider, Err(&error));
+                    break OutcomeStatus::Failed(error);
+                }
+                Some(Ok(ProviderEvent::Text(mut text))) => {
+                    // A burst that arrived together goes on as one event: fewer wake-ups and writes.
+                    if let Some(more) = upstream.take_ready_text() {
+                        text.push_str(&more);
+                    }
+                    ProviderEvent::Text(text)
+                }
+                Some(Ok(event)) => event,
+            };
+            answer.add(&event);
+            if matches!(event, ProviderEvent::Usage(_)) {
+                continue;
+            }
+            if let Some(observer) = &observer {
+                observer.event(&event);
+            }
+            // Waiting here is the backpressure: a slow client slows the reading of the upstream.
+            tokio::select! {
+                biased;
+                sent = sender.send(StreamMessage::Event(event)) => if sent.is_err() {
+                    break OutcomeStatus::Stopped(StopReason::Disconnected);
+                },
+                _ = stop.wait_for(|stopped| *stopped) => break OutcomeStatus::Stopped(StopReason::Requested),
+                () = self.shutdown.clone().triggered() => break OutcomeStatus::Stopped(StopReason::Shutdown),
+            }
+        };
+        drop(upstream);
+        drop(permit);
+        let usage = estimate::settle_usage(&admission.request, answer.usage, &answer.text);
+        let label = match &status {
+            OutcomeStatus::Complete => "complete",
+            OutcomeStatus::Stopped(_) => "stopped",
+            OutcomeStatus::Failed(error) => error.kind(),
+        };
+        self.settle(&admission, &served, usage, label);
+        let mut outcome = Outcome {
+            status,
+            finish_reason: answer.finish_reason,
+            text: answer.text,
+            tool_calls: answer.tool_calls.into_values().collect(),
+            usage,
+            served,
+            conversation_title: None,
+        };
+        if let Some(hook) = hook {
+            outcome = hook(outcome).await;
+        }
+        if let Some(observer) = &observer {
+            observer.finished(&outcome);
+        }
+        self.metrics.live_streams.dec();
+        let _ = sender.send(StreamMessage::Finished(Box::new(outcome))).await;
+    }
+}
+
+/// What a stream has produced so far.
+#[derive(Default)]
+struct Answer {
+    text: String,
+    tool_calls: std::collections::BTreeMap<u32, ToolCall>,
+    usage: Option<Usage>,
+    finish_reason: Option<FinishReason>,
+}
+
+impl Answer {
+    fn add(&mut self, event: &ProviderEvent) {
+        match event {
+            ProviderEvent::Text(text) => self.text.push_str(text),
+            ProviderEvent::ToolCallDelta { index, id, name, arguments } => {
+                let call = self.tool_calls.entry(*index).or_insert_with(|| ToolCall {
+                    id: String::new(),
+                    name: String::new(),
+                    arguments: String::new(),
+                });
+                if let Some(id) = id {
+                    call.id.clone_from(id);
+                }
+                if let Some(name) = name {
+                    call.name.clone_from(name);
+                }
+                call.arguments.push_str(arguments);
+            }
+            ProviderEvent::Usage(usage) => self.usage = Some(*usage),
+            ProviderEvent::Finished(reason) => self.finish_reason = Some(reason.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_assemble_text_tool_calls_and_the_latest_usage() {
+        let mut answer = Answer::default();
+        for event in [
+            ProviderEvent::Usage(Usage { input_tokens: 5, output_tokens: 1 }),
+            ProviderEvent::Text("Hel".into()),
+            ProviderEvent::Text("lo".into()),
+            ProviderEvent::ToolCallDelta {
+                index: 0,
+                id: Some("c1".into()),
+                name: Some("f".into()),
+                arguments: "{\"a\":".into(),
+            },
+            ProviderEvent::ToolCallDelta { index: 0, id: None, name: None, arguments: "1}".into() },
+            ProviderEvent::Usage(Usage { input_tokens: 5, output_tokens: 9 }),
+            ProviderEvent::Finished(FinishReason::ToolCalls),
+        ] {
+            answer.add(&event);
+        }
+        assert_eq!(answer.text, "Hello");
+        assert_eq!(
+            answer.tool_calls[&0],
+            ToolCall { id: "c1".into(), name: "f".into(), arguments: "{\"a\":1}".into() }
+        );
+        assert_eq!(answer.usage, Some(Usage { input_tokens: 5, output_tokens: 9 }));
+        assert_eq!(answer.finish_reason, Some(FinishReason::ToolCalls));
+    }
+}

@@ -1,0 +1,247 @@
+//! Plan limits, enforced before a provider is called: requests per minute per user, tokens per month per
+//! tenant. Both are checked and reserved in one Redis script, so concurrent requests cannot race past them: a
+//! request reserves an estimate of its tokens atomically and settles with the real usage afterwards.
+//!
+//! Deciding: [`estimate`], [`keys`], [`Decision::from_reply`]. Doing: [`Limiter`].
+
+pub mod estimate;
+
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+use axum::http::{HeaderValue, StatusCode};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use saaschat_platform::Problem;
+use sqlx::PgPool;
+
+use crate::catalog::PlanLimits;
+
+/// Checks the per-minute request count and the monthly tokens together; reserves both only if both allow.
+/// Returns `{0, used}` when reserved, `{1, ms until the minute ends}` over the request limit, `{2, used}` over
+/// the token limit, `{-1, 0}` when the month's counter is missing (Redis lost it, or a new month) and must be
+/// seeded from PostgreSQL first.
+const RESERVE_SCRIPT: &str = r"
+local month = redis.call('GET', KEYS[2])
+if not month then return {-1, 0} end
+local used = tonumber(month)
+local requests = tonumber(redis.call('GET', KEYS[1]) or '0')
+if requests >= tonumber(ARGV[1]) then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then ttl = 60000 end
+  return {1, ttl}
+end
+if used + tonumber(ARGV[3]) > tonumber(ARGV[2]) then return {2, used} end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], 61000) end
+return {0, redis.call('INCRBY', KEYS[2], ARGV[3])}
+";
+
+/// How long a month's counter is kept: past the month's end, so late settlements still find it.
+const MONTH_COUNTER_TTL_SECONDS: u64 = 40 * 24 * 3600;
+
+/// The Redis keys: the user's counter for the current minute and the tenant's counter for the month.
+pub fn keys(tenant: &str, user_id: &str, now: DateTime<Utc>) -> (String, String) {
+    let minute = now.timestamp().div_euclid(60);
+    (
+        format!("chat:{tenant}:rpm:{user_id}:{minute}"),
+        format!("chat:{tenant}:tokens:{:04}-{:02}", now.year(), now.month()),
+    )
+}
+
+/// The first instant of the month `now` is in (UTC).
+pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().unwrap_or(now)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Reserved,
+    OverRequestsPerMinute { retry_after: Duration },
+    OverTokensPerMonth { used: u64 },
+    Unseeded,
+}
+
+impl Decision {
+    pub fn from_reply(reply: &[i64]) -> Option<Decision> {
+        match reply {
+            [0, _] => Some(Decision::Reserved),
+            [1, ttl] => Some(Decision::OverRequestsPerMinute {
+                retry_after: Duration::from_millis(u64::try_from(*ttl).unwrap_or(60_000)),
+            }),
+            [2, used] => Some(Decision::OverTokensPerMonth { used: u64::try_from(*used).unwrap_or(0) }),
+            [-1, _] => Some(Decision::Unseeded),
+            _ => None,
+        }
+    }
+}
+
+/// Why a request was refused before any provider was called. Each names the limit.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("the plan allows {limit} requests per minute per user")]
+    RequestsPerMinute { limit: u32, retry_after: Duration },
+    #[error(
+        "the tenant has used {used} of the {limit} tokens its plan allows this month (this request needs up to {needed})"
+    )]
+    TokensPerMonth { limit: u64, used: u64, needed: u64 },
+    #[error("usage limits cannot be checked right now")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<LimitError> for Problem {
+    fn from(error: LimitError) -> Problem {
+        let detail = error.to_string();
+        match error {
+            LimitError::RequestsPerMinute { limit, retry_after } => {
+                let seconds = retry_after.as_secs_f64().ceil().max(1.0);
+                Problem::typed(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+                    .with_detail(detail)
+                    .with_extension("limit", "requestsPerMinute")
+                    .with_extension("limitValue", limit)
+                    .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds as u64))
+            }
+            LimitError::TokensPerMonth { limit, used, .. } => {
+                Problem::typed(StatusCode::PAYMENT_REQUIRED, "token-quota-exhausted", "Monthly token quota exhausted")
+                    .with_detail(detail)
+                    .with_extension("limit", "tokensPerMonth")
+                    .with_extension("limitValue", limit)
+                    .with_extension("used", used)
+            }
+            LimitError::Unavailable(source) => {
+                tracing::error!(error = %source, "limit check failed");
+                Problem::typed(StatusCode::SERVICE_UNAVAILABLE, "limits-unavailable", "Usage limits cannot be checked")
+                    .with_detail(detail)
+                    .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
+        }
+    }
+}
+
+/// Tokens reserved for one request; settle it once with the real usage.
+#[derive(Clone, Debug)]
+pub struct Reservation {
+    month_key: String,
+    pub reserved_tokens: u64,
+}
+
+#[derive(Clone)]
+pub struct Limiter {
+    redis: ConnectionManager,
+    pool: PgPool,
+    tenant: String,
+}
+
+impl Limiter {
+    pub fn new(redis: ConnectionManager, pool: PgPool, tenant: String) -> Limiter {
+        Limiter { redis, pool, tenant }
+    }
+
+    pub async fn reserve(&self, user_id: &str, plan: &PlanLimits, tokens: u64) -> Result<Reservation, LimitError> {
+        let (minute_key, month_key) = keys(&self.tenant, user_id, Utc::now());
+        let mut redis = self.redis.clone();
+        for _ in 0..2 {
+            let reply: Vec<i64> = ::redis::cmd("EVAL")
+                .arg(RESERVE_SCRIPT)
+                .arg(2)
+                .arg(&minute_key)
+                .arg(&month_key)
+                .arg(plan.requests_per_minute)
+                .arg(plan.tokens_per_month)
+                .arg(tokens)
+                .query_async(&mut redis)
+                .await
+                .map_err(|error| LimitError::Unavailable(Box::new(error)))?;
+            match Decision::from_reply(&reply) {
+                Some(Decision::Reserved) => return Ok(Reservation { month_key, reserved_tokens: tokens }),
+                Some(Decision::OverRequestsPerMinute { retry_after }) => {
+                    return Err(LimitError::RequestsPerMinute { limit: plan.requests_per_minute, retry_after });
+                }
+                Some(Decision::OverTokensPerMonth { used }) => {
+                    return Err(LimitError::TokensPerMonth { limit: plan.tokens_per_month, used, needed: tokens });
+                }
+                Some(Decision::Unseeded) => self.seed_month(&month_key).await?,
+                None => return Err(LimitError::Unavailable(format!("unexpected script reply {reply:?}").into())),
+            }
+        }
+        Err(LimitError::Unavailable("the monthly counter could not be seeded".into()))
+    }
+
+    /// Starts the month's counter from what PostgreSQL recorded this month (`SET NX`: a replica that seeded
+    /// first wins, and reservations made since are kept).
+    async fn seed_month(&self, month_key: &str) -> Result<(), LimitError> {
+        let used: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(input_tokens + output_tokens), 0)::bigint FROM usage_events WHERE recorded_at >= $1",
+        )
+        .bind(month_start(Utc::now()))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|error| LimitError::Unavailable(Box::new(error)))?;
+        let mut redis = self.redis.clone();
+        let _: Option<String> = ::redis::cmd("SET")
+            .arg(month_key)
+            .arg(used)
+            .arg("NX")
+            .arg("EX")
+            .arg(MONTH_COUNTER_TTL_SECONDS)
+            .query_async(&mut redis)
+            .await
+            .map_err(|error| LimitError::Unavailable(Box::new(error)))?;
+        Ok(())
+    }
+
+    /// Replaces the reservation with the tokens really used.
+    pub async fn settle(&self, reservation: &Reservation, used_tokens: u64) {
+        let delta = i128::from(used_tokens) - i128::from(reservation.reserved_tokens);
+        let delta = i64::try_from(delta).unwrap_or(0);
+        if delta == 0 {
+            return;
+        }
+        let mut redis = self.redis.clone();
+        let result: Result<i64, _> =
+            ::redis::cmd("INCRBY").arg(&reservation.month_key).arg(delta).query_async(&mut redis).await;
+        if let Err(error) = result {
+            tracing::warn!(%error, delta, "cannot settle a token reservation; the monthly counter keeps the estimate");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_the_minute_and_the_month() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 9, 10, 15, 30).single().expect("time");
+        let (minute, month) = keys("acme", "user-1", now);
+        assert_eq!(minute, format!("chat:acme:rpm:user-1:{}", now.timestamp() / 60));
+        assert_eq!(month, "chat:acme:tokens:2026-03");
+        assert_eq!(month_start(now), Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().expect("time"));
+    }
+
+    #[test]
+    fn script_replies_decide() {
+        assert_eq!(Decision::from_reply(&[0, 500]), Some(Decision::Reserved));
+        assert_eq!(
+            Decision::from_reply(&[1, 1500]),
+            Some(Decision::OverRequestsPerMinute { retry_after: Duration::from_millis(1500) })
+        );
+        assert_eq!(Decision::from_reply(&[2, 990]), Some(Decision::OverTokensPerMonth { used: 990 }));
+        assert_eq!(Decision::from_reply(&[-1, 0]), Some(Decision::Unseeded));
+        assert_eq!(Decision::from_reply(&[7]), None);
+    }
+
+    #[test]
+    fn refusals_are_problems_that_name_the_limit() {
+        let problem =
+            Problem::from(LimitError::RequestsPerMinute { limit: 10, retry_after: Duration::from_millis(1200) });
+        assert_eq!(problem.status, 429);
+        assert_eq!(problem.extensions["limit"], "requestsPerMinute");
+        assert_eq!(problem.headers[axum::http::header::RETRY_AFTER], "2");
+        let problem = Problem::from(LimitError::TokensPerMonth { limit: 1000, used: 990, needed: 50 });
+        assert_eq!(problem.status, 402);
+        assert_eq!(problem.extensions["limit"], "tokensPerMonth");
+        assert_eq!(
+            problem.detail.as_deref(),
+            Some("the tenant has used 990 of the 1000 tokens its plan allows this month (this request needs up to 50)")
+        );
+    }
+}

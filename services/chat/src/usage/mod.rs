@@ -1,0 +1,133 @@
+//! Token usage: what a completion cost ([`cost`]) and the rows of `chat.usage_events` (the contract with
+//! billing), written off the request path by a batching writer ([`UsageRecorder`]), one row per completion
+//! when it settles, stopped streams included.
+
+pub mod cost;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::catalog::ModelOffer;
+use crate::providers::Usage;
+
+/// One row of `usage_events`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageEvent {
+    pub id: Uuid,
+    pub user_id: String,
+    pub model: String,
+    pub provider: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: u64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl UsageEvent {
+    pub fn new(user_id: &str, provider: &str, offer: &ModelOffer, usage: Usage) -> UsageEvent {
+        UsageEvent {
+            id: Uuid::now_v7(),
+            user_id: user_id.to_string(),
+            model: offer.name.clone(),
+            provider: provider.to_string(),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_micros: offer
+                .input_price
+                .cost_micros(usage.input_tokens)
+                .saturating_add(offer.output_price.cost_micros(usage.output_tokens)),
+            recorded_at: Utc::now(),
+        }
+    }
+}
+
+const QUEUE: usize = 16_384;
+const BATCH: usize = 512;
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// Hands usage events to the writer task. Cloning shares the queue.
+#[derive(Clone)]
+pub struct UsageRecorder {
+    sender: mpsc::Sender<UsageEvent>,
+}
+
+impl UsageRecorder {
+    /// Starts the writer; it ends, after writing everything queued, once every recorder is dropped.
+    pub fn start(pool: PgPool) -> (UsageRecorder, JoinHandle<()>) {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        (UsageRecorder { sender }, tokio::spawn(write_batches(pool, receiver)))
+    }
+
+    pub async fn record(&self, event: UsageEvent) {
+        if self.sender.send(event).await.is_err() {
+            tracing::error!("the usage writer has stopped; a usage event is lost");
+        }
+    }
+}
+
+async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<UsageEvent>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match insert(&pool, &batch).await {
+                Ok(()) => break,
+                Err(error) if attempt < WRITE_ATTEMPTS => {
+                    tracing::warn!(%error, attempt, rows = batch.len(), "writing usage events failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, rows = batch.len(), "usage events could not be written and are lost");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// One statement per batch; `ON CONFLICT DO NOTHING` makes a retried batch harmless.
+async fn insert(pool: &PgPool, batch: &[UsageEvent]) -> Result<(), sqlx::Error> {
+    let to_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO usage_events (id, user_id, model, provider, input_tokens, output_tokens, cost_micros, recorded_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::timestamptz[]) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(batch.iter().map(|event| event.id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|event| event.user_id.clone()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|event| event.model.clone()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|event| event.provider.clone()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|event| to_i64(event.input_tokens)).collect::<Vec<_>>())
+    .bind(batch.iter().map(|event| to_i64(event.output_tokens)).collect::<Vec<_>>())
+    .bind(batch.iter().map(|event| to_i64(event.cost_micros)).collect::<Vec<_>>())
+    .bind(batch.iter().map(|event| event.recorded_at).collect::<Vec<_>>())
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::cost::Price;
+
+    #[test]
+    fn an_event_prices_input_and_output_separately() {
+        let offer = ModelOffer {
+            name: "gpt-4o".into(),
+            input_price: Price::parse("2.50").expect("price"),
+            output_price: Price::parse("10").expect("price"),
+            context_window: None,
+        };
+        let event = UsageEvent::new("user-1", "openai", &offer, Usage { input_tokens: 1000, output_tokens: 500 });
+        assert_eq!(event.cost_micros, 2500 + 5000);
+        assert_eq!((event.model.as_str(), event.provider.as_str()), ("gpt-4o", "openai"));
+    }
+}
