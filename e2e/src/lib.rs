@@ -42,6 +42,16 @@ pub async fn admin() -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// A client of the test cluster acting as `user` in `groups` (impersonated by the admin), to prove what a
+/// workload's own RBAC allows.
+pub async fn impersonating(user: &str, groups: &[&str]) -> anyhow::Result<Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig()?)?;
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(ToString::to_string).collect());
+    Ok(Client::try_from(config)?)
+}
+
 /// Runs kubectl against the test cluster (as the admin) and returns its output.
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
     let mut child = Command::new("kubectl")

@@ -12,7 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use saaschat_crds::{ChatTenant, Subscription};
-use saaschat_e2e::{Operator, SECRET_NAMESPACE, admin, eventually, install, kubectl, kubectl_ok, repo};
+use saaschat_e2e::{Operator, SECRET_NAMESPACE, admin, eventually, impersonating, install, kubectl, kubectl_ok, repo};
 use serde_json::json;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -260,6 +260,46 @@ async fn the_sample_tenant_lives_its_whole_life() {
     // The Subscription from Git is used as it is, never overwritten.
     let subscriptions = Api::<Subscription>::namespaced(client.clone(), namespace);
     assert_eq!(subscriptions.get("default").await.expect("subscription").spec.plan, saaschat_crds::PlanName::Pro);
+
+    // Billing keeps the Subscription's status in step with Stripe using only the Role the operator gave its
+    // ServiceAccount: the status billing's own code builds is accepted by the real API server (schema and
+    // RBAC), and nothing beyond it is allowed.
+    let billing = impersonating(
+        &format!("system:serviceaccount:{namespace}:billing"),
+        &["system:serviceaccounts", &format!("system:serviceaccounts:{namespace}"), "system:authenticated"],
+    )
+    .await
+    .expect("billing client");
+    let as_billing = Api::<Subscription>::namespaced(billing.clone(), namespace);
+    let current = as_billing.get("default").await.expect("billing reads its Subscription");
+    let now = chrono::Utc::now();
+    let account = saaschat_billing::account::Account {
+        state: Some("active".into()),
+        state_since: Some(now),
+        current_period_end: Some(now + chrono::TimeDelta::days(30)),
+        ..saaschat_billing::account::Account::empty("acme")
+    };
+    let desired = saaschat_billing::kubernetes::status::desired(
+        &account,
+        1234,
+        current.metadata.generation,
+        current.status.as_ref(),
+        now,
+    );
+    let apply = json!({"apiVersion": "saaschat.io/v1alpha1", "kind": "Subscription",
+        "metadata": {"name": "default"}, "status": desired});
+    let field_manager = PatchParams::apply(saaschat_billing::kubernetes::writer::FIELD_MANAGER).force();
+    as_billing.patch_status("default", &field_manager, &Patch::Apply(&apply)).await.expect("billing writes the status");
+    let written = subscriptions.get("default").await.expect("subscription").status.expect("status");
+    assert_eq!(written.state, Some(saaschat_crds::SubscriptionState::Active));
+    assert_eq!(written.tokens_used, Some(1234));
+    let forbidden = |result: Result<Subscription, kube::Error>| matches!(result, Err(kube::Error::Api(response)) if response.code == 403);
+    let spec_change = json!({"spec": {"plan": "enterprise"}});
+    assert!(forbidden(as_billing.patch("default", &PatchParams::default(), &Patch::Merge(&spec_change)).await));
+    let elsewhere = Api::<Subscription>::namespaced(billing.clone(), SECRET_NAMESPACE);
+    assert!(forbidden(elsewhere.get("default").await), "only its own namespace");
+    let secrets = Api::<Secret>::namespaced(billing, namespace).list(&ListParams::default()).await;
+    assert!(matches!(secrets, Err(kube::Error::Api(response)) if response.code == 403), "no Secrets");
 
     // Steady state: once the autoscalers have settled, resyncs (every 3 s) make no write at all.
     eventually("a 10 s window of resyncs without a write", Duration::from_secs(90), || async {
