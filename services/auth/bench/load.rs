@@ -15,7 +15,9 @@ use saaschat_platform::http::Shutdown;
 use saaschat_testkit::{Postgres, Redis};
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "a long and quiet river";
+// The integration tests' helpers: the signing key is written exactly as there (and as the operator does).
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 fn vegeta() -> PathBuf {
     let path = std::env::var_os("SAASCHAT_VEGETA").map(PathBuf::from).unwrap_or_else(|| {
@@ -78,7 +80,7 @@ fn main() {
     let work = tempfile::tempdir().expect("work dir");
     let key_dir = work.path().join("jwt");
     std::fs::create_dir_all(&key_dir).expect("key dir");
-    write_signing_key(&key_dir);
+    support::write_signing_key(&key_dir, "bench");
     let environment = [
         ("SAASCHAT_TENANT", "acme".to_string()),
         ("SAASCHAT_COMPONENT", "auth".to_string()),
@@ -122,7 +124,7 @@ fn main() {
         }
         let response = client
             .post(format!("{base}/v1/auth/signup"))
-            .json(&json!({"email": "bench@example.com", "password": PASSWORD}))
+            .json(&json!({"email": "bench@example.com", "password": support::PASSWORD}))
             .send()
             .await
             .expect("sign up");
@@ -133,7 +135,8 @@ fn main() {
     let me_targets = work.path().join("me.targets");
     std::fs::write(&me_targets, format!("GET {base}/v1/auth/me\nAuthorization: Bearer {token}\n\n")).expect("targets");
     let body = work.path().join("signin.json");
-    std::fs::write(&body, json!({"email": "bench@example.com", "password": PASSWORD}).to_string()).expect("body");
+    std::fs::write(&body, json!({"email": "bench@example.com", "password": support::PASSWORD}).to_string())
+        .expect("body");
     let sign_in_targets = work.path().join("signin.targets");
     let targets: String = (0..2000)
         .map(|n| {
@@ -158,17 +161,4 @@ fn main() {
     }
     shutdown.trigger();
     let _ = runtime.block_on(server);
-}
-
-fn write_signing_key(dir: &Path) {
-    use ring::signature::{Ed25519KeyPair, KeyPair};
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("generate");
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse");
-    let spki_prefix = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-    let spki = [&spki_prefix[..], pair.public_key().as_ref()].concat();
-    std::fs::write(dir.join("private.pem"), pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())))
-        .expect("write");
-    std::fs::write(dir.join("public.pem"), pem::encode(&pem::Pem::new("PUBLIC KEY", spki))).expect("write");
-    std::fs::write(dir.join("kid"), "bench").expect("write");
-    std::fs::write(dir.join("algorithm"), "EdDSA").expect("write");
 }

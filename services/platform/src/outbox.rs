@@ -148,7 +148,7 @@ impl Relay {
     /// Publishes until the shutdown: whenever a producer commits (`NOTIFY`), and every poll interval.
     pub async fn run(self, shutdown: ShutdownSignal) {
         let mut listener = self.listen().await;
-        let mut since_cleanup = Duration::ZERO;
+        let mut last_cleanup = std::time::Instant::now();
         while !shutdown.is_triggered() {
             loop {
                 match self.publish_pending().await {
@@ -160,8 +160,8 @@ impl Relay {
                     }
                 }
             }
-            if since_cleanup >= Duration::from_secs(3600) {
-                since_cleanup = Duration::ZERO;
+            if last_cleanup.elapsed() >= Duration::from_secs(3600) {
+                last_cleanup = std::time::Instant::now();
                 if let Err(error) = self.delete_expired().await {
                     tracing::warn!(%error, "published outbox rows not deleted");
                 }
@@ -170,7 +170,6 @@ impl Relay {
             tokio::select! {
                 () = shutdown.clone().triggered() => break,
                 () = wait => {
-                    since_cleanup += self.settings.poll_interval;
                     if listener.is_none() {
                         listener = self.listen().await;
                     }
