@@ -71,7 +71,46 @@ impl OwnedKind {
         )
     }
 
+    /// When an object of this kind is applied within one reconcile: kinds of the same wave go concurrently,
+    /// a wave only after the one before it succeeded. A RoleBinding needs its Role (the API server checks the
+    /// binder against the Role's rules); workloads come after what their pods mount and run as, and
+    /// autoscalers after what they scale. The Namespace (wave 0) comes before everything, Secrets included.
+    pub fn apply_wave(self) -> u8 {
+        match self {
+            OwnedKind::Namespace => 0,
+            OwnedKind::ServiceAccount
+            | OwnedKind::Role
+            | OwnedKind::ConfigMap
+            | OwnedKind::Service
+            | OwnedKind::PodDisruptionBudget
+            | OwnedKind::NetworkPolicy
+            | OwnedKind::Ingress => 1,
+            OwnedKind::RoleBinding | OwnedKind::StatefulSet | OwnedKind::Deployment => 2,
+            OwnedKind::HorizontalPodAutoscaler => 3,
+        }
+    }
+
     pub fn is_namespaced(self) -> bool {
         self != OwnedKind::Namespace
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OwnedKind::*;
+
+    #[test]
+    fn apply_waves_put_dependencies_first() {
+        let before = |a: super::OwnedKind, b: super::OwnedKind| a.apply_wave() < b.apply_wave();
+        for kind in super::OwnedKind::ALL.into_iter().filter(|k| *k != Namespace) {
+            assert!(before(Namespace, kind), "{kind:?}");
+        }
+        assert!(before(Role, RoleBinding));
+        for workload in [Deployment, StatefulSet] {
+            for dependency in [ServiceAccount, ConfigMap, Service, NetworkPolicy, PodDisruptionBudget] {
+                assert!(before(dependency, workload), "{dependency:?} before {workload:?}");
+            }
+            assert!(before(workload, HorizontalPodAutoscaler));
+        }
     }
 }

@@ -30,7 +30,7 @@ use super::status::{self, Observation};
 use super::validate::{Problem, SourceSecrets, referenced_secrets, validate};
 use super::{CONTROLLER, Context, Error, cleanup, secrets};
 use crate::apply::{ObjectKey, key_of};
-use crate::build::{self, DesiredState, TenantInputs};
+use crate::build::{self, CurrentReplicas, DesiredState, TenantInputs};
 use crate::conditions::is_true;
 use crate::kinds::OwnedKind;
 use crate::names::{self, Component, FIELD_MANAGER, TENANT_FINALIZER};
@@ -98,7 +98,15 @@ async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
 
     if !paused && !conflict {
         // 3. Build.
-        let inputs = TenantInputs { tenant, providers: &resolved, plan: &plan, suspension, settings: &ctx.settings };
+        let replicas = current_replicas(ctx, &namespace);
+        let inputs = TenantInputs {
+            tenant,
+            providers: &resolved,
+            plan: &plan,
+            suspension,
+            settings: &ctx.settings,
+            replicas: &replicas,
+        };
         let desired = build::desired_state(&inputs);
         // 4. Apply.
         // A stopped chat must stop even while a provider problem stands: stopping cannot make it worse.
@@ -173,8 +181,15 @@ async fn apply_one(ctx: &Context, object: &build::DesiredObject, conservative: b
     })
 }
 
-/// Applies the desired objects and Secrets (namespace first), then deletes managed objects no longer desired.
-/// `conservative` (while a problem stands) leaves existing provider-dependent objects alone.
+/// Applies the objects of one wave at the same time (a tenant has at most a dozen per wave).
+async fn apply_wave(ctx: &Context, objects: Vec<&build::DesiredObject>, conservative: bool) -> Result<(), Error> {
+    futures::future::try_join_all(objects.into_iter().map(|object| apply_one(ctx, object, conservative))).await?;
+    Ok(())
+}
+
+/// Applies the desired objects and Secrets wave by wave (`OwnedKind::apply_wave`: the namespace first, Secrets
+/// after it), then deletes managed objects no longer desired. `conservative` (while a problem stands) leaves
+/// existing provider-dependent objects alone.
 async fn apply_desired(
     ctx: &Context,
     tenant: &str,
@@ -183,10 +198,12 @@ async fn apply_desired(
     namespace: &str,
     conservative: bool,
 ) -> Result<(), Error> {
-    let (namespaces, rest): (Vec<_>, Vec<_>) = desired.objects.iter().partition(|o| o.kind == OwnedKind::Namespace);
-    for object in namespaces {
-        apply_one(ctx, object, conservative).await?;
+    let mut waves: BTreeMap<u8, Vec<&build::DesiredObject>> = BTreeMap::new();
+    for object in &desired.objects {
+        waves.entry(object.kind.apply_wave()).or_default().push(object);
     }
+    let namespaces = waves.remove(&OwnedKind::Namespace.apply_wave()).unwrap_or_default();
+    apply_wave(ctx, namespaces, conservative).await?;
     let secrets_api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
     secrets::ensure(
         &secrets_api,
@@ -198,8 +215,8 @@ async fn apply_desired(
         ctx.resync,
     )
     .await?;
-    for object in rest {
-        apply_one(ctx, object, conservative).await?;
+    for objects in waves.into_values() {
+        apply_wave(ctx, objects, conservative).await?;
     }
     // The set of desired objects does not depend on the providers, so pruning is safe even while a problem
     // stands (Secrets, which do depend on them, are never pruned).
@@ -233,6 +250,17 @@ async fn create_subscription(tenant: &ChatTenant, ctx: &Context, namespace: &str
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(error) => Err(Error::Subscription(error)),
     }
+}
+
+/// The replicas of the tenant's service Deployments as the watch sees them.
+fn current_replicas(ctx: &Context, namespace: &str) -> CurrentReplicas {
+    Component::SERVICES
+        .into_iter()
+        .filter_map(|component| {
+            let deployment = ctx.deployments.get(&ObjectRef::new(component.name()).within(namespace))?;
+            Some((component, deployment.spec.as_ref()?.replicas?))
+        })
+        .collect()
 }
 
 fn observe_components(tenant: &ChatTenant, ctx: &Context, suspension: Suspension) -> Vec<ComponentStatus> {

@@ -191,7 +191,8 @@ fn expected_digest(data: Option<&BTreeMap<String, ByteString>>) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Ensures every desired Secret exists with the right contents. Returns the number of writes made.
+/// Ensures every desired Secret exists with the right contents, all at the same time. Returns the number of
+/// writes made.
 pub async fn ensure(
     api: &Api<Secret>,
     desired: &[DesiredSecret],
@@ -201,91 +202,93 @@ pub async fn ensure(
     verified: &Verified,
     max_age: Duration,
 ) -> Result<usize, SecretError> {
-    let mut writes = 0;
+    let written = futures::future::try_join_all(
+        desired.iter().map(|secret| ensure_one(api, secret, sources, namespace, metrics, verified, max_age)),
+    )
+    .await?;
+    Ok(written.into_iter().filter(|written| *written).count())
+}
+
+/// Ensures one Secret; returns whether it was written.
+async fn ensure_one(
+    api: &Api<Secret>,
+    secret: &DesiredSecret,
+    sources: &SourceSecrets,
+    namespace: &str,
+    metrics: &Metrics,
+    verified: &Verified,
+    max_age: Duration,
+) -> Result<bool, SecretError> {
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-    for secret in desired {
-        let name = secret.name().to_string();
-        let api_error = |source| SecretError::Api { name: name.clone(), source };
-        let copied = match &secret.source {
-            SecretSource::Copied(keys) => Some(copied_data(keys, sources)),
-            SecretSource::Generated(_) => None,
-        };
-        let cache_key = (namespace.to_string(), name.clone());
-        let digest = expected_digest(copied.as_ref().and_then(|data| data.as_ref()));
-        if verified.is_fresh(&cache_key, digest, max_age) {
-            continue;
-        }
-        let current = api.get_opt(&name).await.map_err(api_error)?;
-        match &secret.source {
-            SecretSource::Generated(kind) => {
-                if current.is_some() {
-                    verified.record(cache_key, digest);
-                    continue;
-                }
-                let object = Secret {
-                    metadata: secret.meta.clone(),
-                    data: Some(generate(*kind, namespace)?),
-                    type_: Some("Opaque".into()),
-                    ..Secret::default()
-                };
-                match api.create(&params, &object).await {
-                    Ok(_) => {
-                        metrics.record_write_of("Secret", "create");
-                        verified.record(cache_key, digest);
-                        writes += 1;
-                    }
-                    // Another replica or an earlier, interrupted reconcile created it: never overwrite.
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    Err(error) => return Err(api_error(error)),
-                }
-            }
-            SecretSource::Copied(_) => {
-                let Some(data) = copied.flatten() else {
-                    continue;
-                };
-                let up_to_date = current.as_ref().is_some_and(|current| {
-                    current.data.as_ref() == Some(&data)
-                        && current.metadata.labels == secret.meta.labels
-                        && current.metadata.owner_references == secret.meta.owner_references
-                });
-                if up_to_date {
-                    verified.record(cache_key, digest);
-                    continue;
-                }
-                let mut object = Secret {
-                    metadata: secret.meta.clone(),
-                    data: Some(data),
-                    type_: Some("Opaque".into()),
-                    ..Secret::default()
-                };
-                // A copy is wholly the operator's: replacing it (not merging) drops keys the source no longer
-                // has, and the resourceVersion makes a concurrent change a retryable conflict.
-                let written = match current {
-                    Some(current) => {
-                        object.metadata.resource_version = current.metadata.resource_version;
-                        api.replace(
-                            &name,
-                            &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() },
-                            &object,
-                        )
-                        .await
-                    }
-                    None => {
-                        api.create(
-                            &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() },
-                            &object,
-                        )
-                        .await
-                    }
-                };
-                written.map_err(api_error)?;
+    let name = secret.name().to_string();
+    let api_error = |source| SecretError::Api { name: name.clone(), source };
+    let copied = match &secret.source {
+        SecretSource::Copied(keys) => Some(copied_data(keys, sources)),
+        SecretSource::Generated(_) => None,
+    };
+    let cache_key = (namespace.to_string(), name.clone());
+    let digest = expected_digest(copied.as_ref().and_then(|data| data.as_ref()));
+    if verified.is_fresh(&cache_key, digest, max_age) {
+        return Ok(false);
+    }
+    let current = api.get_opt(&name).await.map_err(api_error)?;
+    match &secret.source {
+        SecretSource::Generated(kind) => {
+            if current.is_some() {
                 verified.record(cache_key, digest);
-                metrics.record_write_of("Secret", "write");
-                writes += 1;
+                return Ok(false);
             }
+            let object = Secret {
+                metadata: secret.meta.clone(),
+                data: Some(generate(*kind, namespace)?),
+                type_: Some("Opaque".into()),
+                ..Secret::default()
+            };
+            match api.create(&params, &object).await {
+                Ok(_) => {
+                    metrics.record_write_of("Secret", "create");
+                    verified.record(cache_key, digest);
+                    Ok(true)
+                }
+                // Another replica or an earlier, interrupted reconcile created it: never overwrite.
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+                Err(error) => Err(api_error(error)),
+            }
+        }
+        SecretSource::Copied(_) => {
+            let Some(data) = copied.flatten() else {
+                return Ok(false);
+            };
+            let up_to_date = current.as_ref().is_some_and(|current| {
+                current.data.as_ref() == Some(&data)
+                    && current.metadata.labels == secret.meta.labels
+                    && current.metadata.owner_references == secret.meta.owner_references
+            });
+            if up_to_date {
+                verified.record(cache_key, digest);
+                return Ok(false);
+            }
+            let mut object = Secret {
+                metadata: secret.meta.clone(),
+                data: Some(data),
+                type_: Some("Opaque".into()),
+                ..Secret::default()
+            };
+            // A copy is wholly the operator's: replacing it (not merging) drops keys the source no longer
+            // has, and the resourceVersion makes a concurrent change a retryable conflict.
+            let written = match current {
+                Some(current) => {
+                    object.metadata.resource_version = current.metadata.resource_version;
+                    api.replace(&name, &params, &object).await
+                }
+                None => api.create(&params, &object).await,
+            };
+            written.map_err(api_error)?;
+            verified.record(cache_key, digest);
+            metrics.record_write_of("Secret", "write");
+            Ok(true)
         }
     }
-    Ok(writes)
 }
 
 #[cfg(test)]
@@ -294,6 +297,62 @@ mod tests {
 
     fn text(data: &BTreeMap<String, ByteString>, key: &str) -> String {
         String::from_utf8(data[key].0.clone()).expect("utf8")
+    }
+
+    /// A source Secret read once is served from the cache while the watch shows the same resourceVersion,
+    /// and read again once the watch shows a new one.
+    #[tokio::test]
+    async fn source_secrets_are_read_again_only_when_their_resource_version_changes() {
+        use base64::engine::general_purpose::STANDARD;
+        use http::{Request, Response};
+        use kube::client::Body;
+        use kube::runtime::watcher;
+        use tower_test::mock;
+
+        let (service, mut server) = mock::pair::<Request<Body>, Response<Body>>();
+        let api = Api::<Secret>::namespaced(kube::Client::new(service, "default"), "saaschat-system");
+        let (store, mut writer) = kube::runtime::reflector::store::<PartialObjectMeta<Secret>>();
+        let watched = |version: &str| {
+            let mut meta = PartialObjectMeta::<Secret>::default();
+            meta.metadata.name = Some("openai-api-key".into());
+            meta.metadata.namespace = Some("saaschat-system".into());
+            meta.metadata.resource_version = Some(version.into());
+            watcher::Event::Apply(meta)
+        };
+        let secret = |version: &str, key: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "openai-api-key", "namespace": "saaschat-system", "resourceVersion": version},
+                "data": {"apiKey": STANDARD.encode(key)},
+            }))
+            .expect("json")
+        };
+        let api_key = |sources: SourceSecrets| text(&sources["openai-api-key"].clone().expect("exists"), "apiKey");
+        let cache = SourceCache::new(store);
+        let names = ["openai-api-key".to_string()];
+
+        writer.apply_watcher_event(&watched("5"));
+        let get = async {
+            let (request, reply) = server.next_request().await.expect("a get");
+            assert_eq!(request.uri().path(), "/api/v1/namespaces/saaschat-system/secrets/openai-api-key");
+            reply.send_response(Response::new(Body::from(secret("5", "one"))));
+        };
+        let (first, ()) = tokio::join!(cache.read(&api, "saaschat-system", &names), get);
+        assert_eq!(api_key(first.expect("read")), "one");
+
+        // Nobody answers the mock now: a request would hang until the timeout.
+        let cached = tokio::time::timeout(Duration::from_secs(2), cache.read(&api, "saaschat-system", &names))
+            .await
+            .expect("served from the cache, without a request");
+        assert_eq!(api_key(cached.expect("read")), "one");
+
+        writer.apply_watcher_event(&watched("6"));
+        let get = async {
+            let (_, reply) = server.next_request().await.expect("a get after the change");
+            reply.send_response(Response::new(Body::from(secret("6", "two"))));
+        };
+        let (changed, ()) = tokio::join!(cache.read(&api, "saaschat-system", &names), get);
+        assert_eq!(api_key(changed.expect("read")), "two");
     }
 
     #[test]
