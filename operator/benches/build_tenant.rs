@@ -2,7 +2,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use saaschat_crds::{AIProviderSpec, ChatTenant, PlanName};
-use saaschat_operator::build::{ResolvedProvider, TenantInputs, desired_state};
+use saaschat_operator::build::{CurrentReplicas, ResolvedProvider, TenantInputs, desired_state};
 use saaschat_operator::plan::{EffectivePlan, Suspension};
 use saaschat_operator::settings::Settings;
 
@@ -49,6 +49,7 @@ fn build_tenant(c: &mut Criterion) {
                 plan: &plan,
                 suspension: Suspension::None,
                 settings: &settings,
+                replicas: &CurrentReplicas::new(),
             };
             std::hint::black_box(desired_state(std::hint::black_box(&inputs)))
         })

@@ -125,6 +125,8 @@ pub fn render(paths: &[PathBuf], settings: &Settings) -> Result<String, RenderEr
         plan: &plan,
         suspension,
         settings,
+        // Rendered files describe a tenant's first start.
+        replicas: &build::CurrentReplicas::new(),
     });
 
     let mut out = String::new();

@@ -3,7 +3,7 @@
 use saaschat_crds::{AIProvider, AIProviderSpec, ChatTenant, PlanName};
 use serde_json::json;
 
-use super::{ResolvedProvider, TenantInputs};
+use super::{CurrentReplicas, ResolvedProvider, TenantInputs};
 use crate::plan::{EffectivePlan, Suspension};
 use crate::settings::Settings;
 
@@ -51,6 +51,7 @@ pub struct Inputs {
     pub plan: EffectivePlan,
     pub suspension: Suspension,
     pub settings: Settings,
+    pub replicas: CurrentReplicas,
 }
 
 impl Inputs {
@@ -61,6 +62,7 @@ impl Inputs {
             plan: EffectivePlan::of(PlanName::Enterprise, None),
             suspension: Suspension::None,
             settings: Settings::default(),
+            replicas: CurrentReplicas::new(),
         }
     }
 
@@ -71,6 +73,7 @@ impl Inputs {
             plan: &self.plan,
             suspension: self.suspension,
             settings: &self.settings,
+            replicas: &self.replicas,
         }
     }
 }

@@ -13,6 +13,8 @@ pub(crate) mod secrets;
 mod security;
 mod workloads;
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use kube::api::DynamicObject;
@@ -34,6 +36,9 @@ pub struct ResolvedProvider {
     pub allowed_models: Vec<String>,
 }
 
+/// `spec.replicas` of each service's Deployment as it is now; a Deployment that does not exist has no entry.
+pub type CurrentReplicas = BTreeMap<Component, i32>;
+
 /// Everything the builders need, already resolved and validated.
 #[derive(Clone, Copy, Debug)]
 pub struct TenantInputs<'a> {
@@ -42,6 +47,7 @@ pub struct TenantInputs<'a> {
     pub plan: &'a EffectivePlan,
     pub suspension: Suspension,
     pub settings: &'a Settings,
+    pub replicas: &'a CurrentReplicas,
 }
 
 impl TenantInputs<'_> {

@@ -55,6 +55,10 @@ fn hpa_bounds(state: &DesiredState) -> Vec<(String, Option<i32>, i32)> {
     bounds
 }
 
+fn component_named(name: &str) -> Component {
+    Component::SERVICES.into_iter().find(|c| c.name() == name).expect("a service")
+}
+
 fn deployment_replicas(state: &DesiredState) -> Vec<(String, Option<i32>)> {
     let mut replicas: Vec<_> = typed::<Deployment>(state, OwnedKind::Deployment)
         .into_iter()
@@ -208,7 +212,25 @@ fn autoscalers_default_to_the_design_bounds() {
             ("email-worker".into(), Some(1), 4),
         ]
     );
-    assert!(deployment_replicas(&state).iter().all(|(_, r)| r.is_none()), "replicas belong to the HPA");
+    assert_eq!(
+        deployment_replicas(&state),
+        [
+            ("auth".into(), Some(2)),
+            ("billing".into(), Some(2)),
+            ("chat".into(), Some(3)),
+            ("email-worker".into(), Some(1))
+        ],
+        "a new service starts at its autoscaler's minimum"
+    );
+}
+
+#[test]
+fn replicas_chosen_by_the_autoscaler_are_carried_over() {
+    let mut inputs = Inputs::new(tenant("acme"));
+    inputs.replicas = BTreeMap::from([(Component::Chat, 7), (Component::Auth, 0)]);
+    let replicas = deployment_replicas(&build(&inputs));
+    assert!(replicas.contains(&("chat".into(), Some(7))), "kept: {replicas:?}");
+    assert!(replicas.contains(&("auth".into(), Some(2))), "a stopped service starts at the minimum: {replicas:?}");
 }
 
 #[test]
@@ -246,8 +268,12 @@ fn suspend_stops_every_service_and_keeps_the_data_stores() {
     assert_eq!(state.secrets.len(), 4, "secrets are kept");
 
     inputs.suspension = Suspension::None;
+    inputs.replicas = deployment_replicas(&state)
+        .into_iter()
+        .map(|(name, replicas)| (component_named(&name), replicas.unwrap_or_default()))
+        .collect();
     let resumed = build(&inputs);
-    assert!(deployment_replicas(&resumed).iter().all(|(_, r)| r.is_none()));
+    assert!(deployment_replicas(&resumed).iter().all(|(_, r)| r.is_some_and(|r| r >= 1)), "back at the minimum");
     assert_eq!(hpa_bounds(&resumed).len(), 4);
 }
 
@@ -257,7 +283,7 @@ fn an_ended_subscription_stops_chat_only() {
     inputs.suspension = Suspension::SubscriptionEnded(SubscriptionState::Canceled);
     let state = build(&inputs);
     for (name, replicas) in deployment_replicas(&state) {
-        assert_eq!(replicas, (name == "chat").then_some(0), "{name}");
+        assert_eq!(replicas == Some(0), name == "chat", "{name}");
     }
     assert_eq!(names_of(&state, OwnedKind::HorizontalPodAutoscaler), ["auth", "billing", "email-worker"]);
 }

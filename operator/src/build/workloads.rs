@@ -63,6 +63,20 @@ pub fn services(inputs: &TenantInputs<'_>) -> Vec<DesiredObject> {
         .collect()
 }
 
+/// Replicas belong to the HorizontalPodAutoscaler. The operator stops a service with 0 and starts it (new, or
+/// resumed) at the autoscaler's minimum, so that it does not come up at 1 and wait for the autoscaler's next
+/// sync. Otherwise it carries over the replicas the autoscaler (or a person) chose: leaving the field out of the
+/// applied object would make server-side apply drop it, back to the default of 1.
+fn replicas(inputs: &TenantInputs<'_>, component: Component, spec: &ComponentSpec) -> i32 {
+    if inputs.suspension.stops(component) {
+        return 0;
+    }
+    match inputs.replicas.get(&component) {
+        Some(&current) if current > 0 => current,
+        _ => inputs.plan.replica_bounds(component, spec).0,
+    }
+}
+
 pub fn deployments(inputs: &TenantInputs<'_>) -> Vec<DesiredObject> {
     Component::SERVICES
         .into_iter()
@@ -73,8 +87,7 @@ pub fn deployments(inputs: &TenantInputs<'_>) -> Vec<DesiredObject> {
 fn deployment(inputs: &TenantInputs<'_>, component: Component) -> Deployment {
     let spec = component_spec(inputs, component);
     let selector = names::selector_labels(inputs.name(), component);
-    // Replicas belong to the HorizontalPodAutoscaler; the operator sets them only to stop a service.
-    let replicas = inputs.suspension.stops(component).then_some(0);
+    let replicas = Some(replicas(inputs, component, spec));
     let (volumes, mounts) = volumes(inputs, component);
     let container = Container {
         name: component.name().into(),

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{Context, Error};
 use crate::build::secrets::{SecretSource, secrets};
-use crate::build::{ResolvedProvider, TenantInputs};
+use crate::build::{CurrentReplicas, ResolvedProvider, TenantInputs};
 use crate::names;
 use crate::plan::{EffectivePlan, Suspension};
 
@@ -29,6 +29,7 @@ pub fn retained_secrets(tenant: &ChatTenant, ctx: &Context) -> Vec<String> {
         plan: &plan,
         suspension: Suspension::None,
         settings: &ctx.settings,
+        replicas: &CurrentReplicas::new(),
     };
     secrets(&inputs)
         .into_iter()
