@@ -12,8 +12,9 @@ use uuid::Uuid;
 use crate::accounts::parse_role;
 use crate::tokens;
 
-/// What a key may be used for. Keys are for the chat API; they never manage accounts or other keys.
-pub const SCOPES: [&str; 2] = ["chat", "models"];
+/// What a key may be used for (enforced by the services through `saaschat_platform::auth::Scoped`). Keys are
+/// for the chat API; they never manage accounts or other keys.
+pub use saaschat_platform::auth::SCOPES;
 /// Active keys a user may hold.
 pub const MAX_KEYS_PER_USER: i64 = 50;
 /// `last_used_at` is written at most this often per key, so a busy key does not turn reads into writes.

@@ -396,6 +396,53 @@ mod websocket {
         tokio_tungstenite::connect_async(request).await.map(|(socket, _)| socket)
     }
 
+    /// Connects the way a browser must: the credential as the `bearer.` subprotocol next to the app's own.
+    async fn connect_as_browser(
+        chat: &common::Chat,
+        credential: &str,
+    ) -> Result<(Socket, String), tokio_tungstenite::tungstenite::Error> {
+        let mut request = format!("ws://{}/v1/ws", chat.address).into_client_request().expect("request");
+        let protocols = format!("saaschat.v1, bearer.{credential}");
+        request.headers_mut().insert("sec-websocket-protocol", protocols.parse().expect("header"));
+        let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+        let chosen = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or("");
+        Ok((socket, chosen.to_string()))
+    }
+
+    fn refusal_status(result: Result<(Socket, String), tokio_tungstenite::tungstenite::Error>) -> u16 {
+        match result {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(other) => panic!("refused without an HTTP answer: {other}"),
+            Ok(_) => panic!("the upgrade was accepted"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_browser_authenticates_with_the_bearer_subprotocol_and_keys_need_the_chat_scope() {
+        let world = World::new().await;
+        let mock = MockProvider::start(Wire::OpenAi).await;
+        let chat = one_provider(&world, &mock).await;
+        let alice = world.auth.token("alice");
+        let conversation = chat.create_conversation(&alice, json!({})).await["id"].as_str().expect("id").to_string();
+
+        let (mut socket, protocol) = connect_as_browser(&chat, &alice).await.expect("connect");
+        assert_eq!(protocol, "saaschat.v1", "the app protocol is chosen, never the credential");
+        let message = json!({ "type": "send", "conversationId": conversation, "content": "hello" });
+        socket.send(Message::Text(message.to_string().into())).await.expect("send");
+        loop {
+            let frame = next_frame(&mut socket).await;
+            if frame["type"] == "end" {
+                assert_eq!(frame["status"], "complete", "{frame}");
+                break;
+            }
+        }
+
+        assert_eq!(refusal_status(connect_as_browser(&chat, "not-a-token").await), 401);
+        assert_eq!(refusal_status(connect_as_browser(&chat, common::MODELS_ONLY_API_KEY).await), 403);
+        let (_, protocol) = connect_as_browser(&chat, common::API_KEY).await.expect("a key with the chat scope");
+        assert_eq!(protocol, "saaschat.v1");
+    }
+
     /// The next JSON frame, answering pings on the way (tungstenite queues the pong; the next send flushes it).
     async fn next_frame(socket: &mut Socket) -> Value {
         loop {

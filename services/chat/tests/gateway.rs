@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::providers::{Behaviour, INPUT_TOKENS, MockProvider, OUTPUT_TOKENS, Wire};
-use common::{API_KEY, Plan, World, client, parse_sse, test_options};
+use common::{API_KEY, MODELS_ONLY_API_KEY, Plan, World, client, parse_sse, test_options};
 use serde_json::{Value, json};
 
 fn completion(model: &str, stream: bool) -> Value {
@@ -325,6 +325,24 @@ async fn api_keys_are_verified_by_the_auth_service_and_bad_input_gets_problems()
     let response = post(&chat, API_KEY, &completion("gpt-4o-mini", false)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(chat.wait_for_usage(1).await[0].0, "api-user");
+    // A key is held to its scopes: this one may list the models and nothing else.
+    let listed =
+        client().get(format!("{}/v1/models", chat.url)).bearer_auth(MODELS_ONLY_API_KEY).send().await.expect("models");
+    assert_eq!(listed.status(), StatusCode::OK);
+    let no_chat = post(&chat, MODELS_ONLY_API_KEY, &completion("gpt-4o-mini", false)).await;
+    assert_eq!(no_chat.status(), StatusCode::FORBIDDEN);
+    let problem: Value = no_chat.json().await.expect("problem");
+    assert_eq!((problem["scope"].as_str(), problem["error"]["type"].is_string()), (Some("chat"), true), "{problem}");
+    let no_conversations = client()
+        .post(format!("{}/v1/conversations", chat.url))
+        .bearer_auth(MODELS_ONLY_API_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(no_conversations.status(), StatusCode::FORBIDDEN);
+    assert_eq!(chat.wait_for_usage(1).await.len(), 1, "nothing refused reached a provider");
+
     let refused = post(&chat, "sk-saaschat-not-a-real-key", &completion("gpt-4o-mini", false)).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(refused.headers()["content-type"], "application/problem+json");
@@ -522,4 +540,37 @@ async fn calls_beyond_a_providers_concurrency_limit_go_to_the_next_candidate() {
         (2, 1),
         "the slot is free again once the stream ended"
     );
+}
+
+/// A provider's `requestsPerMinute` counts across the tenant's users; calls beyond it go to the next
+/// candidate, and when no candidate has room the caller gets a 429 that names the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_requests_per_minute_sends_the_rest_to_the_next_candidate() {
+    let world = World::new().await;
+    let primary = MockProvider::start(Wire::OpenAi).await;
+    let backup = MockProvider::start(Wire::Anthropic).await;
+    let mut primary_spec = world.provider_spec("primary", &primary, Wire::OpenAi, &["model"]);
+    primary_spec.requests_per_minute = 3;
+    let mut backup_spec = world.provider_spec("backup", &backup, Wire::Anthropic, &["model"]);
+    backup_spec.requests_per_minute = 2;
+    let chat = world.start_chat(&[primary_spec, backup_spec], &Plan::default(), "model", test_options()).await;
+    // Two users: the provider's limit is the tenant's, not a user's. The test must not straddle a minute.
+    let wait = 60 - chrono::Utc::now().timestamp().rem_euclid(60);
+    if wait < 10 {
+        tokio::time::sleep(Duration::from_secs(wait as u64 + 1)).await;
+    }
+    let (alice, bob) = (world.auth.token("alice"), world.auth.token("bob"));
+    let mut statuses = Vec::new();
+    for turn in 0..6 {
+        let token = if turn % 2 == 0 { &alice } else { &bob };
+        statuses.push(post(&chat, token, &completion("model", false)).await);
+    }
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(codes, [200, 200, 200, 200, 200, 429], "three to the primary, two to the backup, then none left");
+    assert_eq!((primary.request_count(), backup.request_count()), (3, 2));
+    let refused = statuses.pop().expect("last");
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.expect("problem");
+    assert!(problem["type"].as_str().is_some_and(|t| t.ends_with("/provider-limit-reached")), "{problem}");
+    assert_eq!(problem["limit"], "requestsPerMinute", "{problem}");
 }

@@ -12,6 +12,8 @@ use saaschat_platform::Secret;
 use saaschat_platform::config::TenantConfig;
 use tokio::sync::Semaphore;
 
+use crate::limits::ProviderQuota;
+
 use crate::providers::{Endpoint, ProviderKind};
 use crate::usage::cost::Price;
 
@@ -32,10 +34,16 @@ pub struct Upstream {
     pub timeout: Duration,
     /// The provider's `maxConcurrentRequests`: calls beyond it go to the next candidate instead of queueing.
     pub concurrency: Arc<Semaphore>,
+    /// The provider's `requestsPerMinute` across the tenant: calls beyond it go to the next candidate.
+    pub requests_per_minute: u32,
     pub models: Vec<ModelOffer>,
 }
 
 impl Upstream {
+    pub fn quota(&self) -> ProviderQuota<'_> {
+        ProviderQuota { provider: &self.name, requests_per_minute: self.requests_per_minute }
+    }
+
     pub fn offer(&self, model: &str) -> Option<&ModelOffer> {
         self.models.iter().find(|offer| offer.name == model)
     }
@@ -113,6 +121,7 @@ impl Catalog {
                 endpoint: Endpoint { base_url: base_url.trim_end_matches('/').to_string(), api_key: Secret::new(key) },
                 timeout: Duration::from_secs(timeout_seconds),
                 concurrency: Arc::new(Semaphore::new(max_concurrent)),
+                requests_per_minute: u32::try_from(provider.limits.requests_per_minute).unwrap_or(0),
                 models,
             }));
         }

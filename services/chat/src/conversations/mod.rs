@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 use futures::stream;
 use saaschat_platform::Problem;
-use saaschat_platform::auth::Authenticated;
+use saaschat_platform::auth::{ChatScope, Scoped};
 use saaschat_platform::problem::Json;
 use serde::Deserialize;
 use serde_json::json;
@@ -74,7 +74,7 @@ fn check_title(title: &str) -> Result<&str, Problem> {
 
 async fn create(
     State(state): State<AppState>,
-    user: Authenticated,
+    user: Scoped<ChatScope>,
     Json(body): Json<NewConversation>,
 ) -> Result<Response, Problem> {
     let catalog = state.gateway.catalog.current();
@@ -104,7 +104,7 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
-    user: Authenticated,
+    user: Scoped<ChatScope>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(query) = query?;
@@ -127,7 +127,11 @@ async fn list(
     Ok(Json(json!({ "items": items, "nextCursor": next })).into_response())
 }
 
-async fn read(State(state): State<AppState>, user: Authenticated, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn read(
+    State(state): State<AppState>,
+    user: Scoped<ChatScope>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     let id = conversation_id(&id)?;
     let conversation = state.store.get(&user.user_id, id).await.map_err(internal)?.ok_or_else(not_found)?;
     let messages = state.store.messages(&user.user_id, id).await.map_err(internal)?;
@@ -146,7 +150,7 @@ struct Rename {
 
 async fn rename(
     State(state): State<AppState>,
-    user: Authenticated,
+    user: Scoped<ChatScope>,
     Path(id): Path<String>,
     Json(body): Json<Rename>,
 ) -> Result<Response, Problem> {
@@ -158,7 +162,7 @@ async fn rename(
 
 async fn delete(
     State(state): State<AppState>,
-    user: Authenticated,
+    user: Scoped<ChatScope>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let id = conversation_id(&id)?;
@@ -173,7 +177,7 @@ async fn delete(
 
 async fn send(
     State(state): State<AppState>,
-    user: Authenticated,
+    user: Scoped<ChatScope>,
     Path(id): Path<String>,
     Json(body): Json<NewMessage>,
 ) -> Result<Response, Problem> {
@@ -188,7 +192,11 @@ async fn send(
     Ok(sse::response(head.chain(body), state.streaming.keep_alive))
 }
 
-async fn stop(State(state): State<AppState>, user: Authenticated, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn stop(
+    State(state): State<AppState>,
+    user: Scoped<ChatScope>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     let id = conversation_id(&id)?;
     reply::stop(&state, &user, id).await?;
     Ok(StatusCode::ACCEPTED.into_response())
@@ -196,7 +204,7 @@ async fn stop(State(state): State<AppState>, user: Authenticated, Path(id): Path
 
 async fn attach(
     State(state): State<AppState>,
-    user: Authenticated,
+    user: Scoped<ChatScope>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let id = conversation_id(&id)?;

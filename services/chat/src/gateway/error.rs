@@ -38,6 +38,9 @@ impl From<GatewayError> for Problem {
 /// The status a caller sees for a provider failure once every candidate has been tried.
 pub fn provider_problem(error: &ProviderError) -> Problem {
     let (status, slug, title) = match error {
+        ProviderError::Throttled { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, "provider-limit-reached", "The tenant's limit for the provider is reached")
+        }
         ProviderError::RateLimited { .. } => {
             (StatusCode::TOO_MANY_REQUESTS, "provider-rate-limited", "The provider is rate limiting")
         }
@@ -59,6 +62,9 @@ pub fn provider_problem(error: &ProviderError) -> Problem {
     };
     let mut problem =
         Problem::typed(status, slug, title).with_detail(error.to_string()).with_extension("reason", error.kind());
+    if let ProviderError::Throttled { limit, .. } = error {
+        problem = problem.with_extension("limit", *limit);
+    }
     if let Some(wait) = error.retry_after() {
         problem = problem.with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
     }
@@ -79,6 +85,12 @@ mod tests {
         assert_eq!(provider_problem(&ProviderError::Timeout(crate::providers::TimeoutPhase::Idle)).status, 504);
         assert_eq!(provider_problem(&ProviderError::Overloaded { retry_after: None }).status, 503);
         assert_eq!(provider_problem(&ProviderError::AuthenticationFailed).status, 502);
+        let throttled = provider_problem(&ProviderError::Throttled {
+            limit: "requestsPerMinute",
+            retry_after: Some(Duration::from_millis(1500)),
+        });
+        assert_eq!((throttled.status, throttled.extensions["limit"].as_str()), (429, Some("requestsPerMinute")));
+        assert_eq!(throttled.headers[axum::http::header::RETRY_AFTER], "1");
     }
 
     #[test]

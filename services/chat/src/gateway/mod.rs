@@ -20,7 +20,7 @@ use saaschat_platform::http::ShutdownSignal;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use crate::catalog::{Catalog, ModelOffer};
-use crate::limits::{Limiter, Reservation, estimate};
+use crate::limits::{Limiter, ProviderQuota, ProviderSlot, Reservation, estimate};
 use crate::metrics::Metrics;
 use crate::providers::client::{Timeouts, UpstreamClient, UpstreamStream};
 use crate::providers::{Completion, CompletionRequest, FinishReason, ProviderError, ProviderEvent, ToolCall, Usage};
@@ -185,8 +185,11 @@ impl Gateway {
     pub async fn admit(&self, user_id: &str, request: CompletionRequest) -> Result<Admission, GatewayError> {
         let catalog = self.catalog.current();
         let candidates = candidates(&catalog, &request.model)?;
+        // `candidates` never returns an empty list; the first is the provider nearly every request goes to.
+        let first = candidates.first().map(|c| c.upstream.quota());
+        let first = first.unwrap_or(ProviderQuota { provider: "", requests_per_minute: 0 });
         let reservation =
-            self.limiter.reserve(user_id, &catalog.plan, estimate::reservation(&request)).await.inspect_err(
+            self.limiter.reserve(user_id, &catalog.plan, estimate::reservation(&request), first).await.inspect_err(
                 |error| {
                     let limit = match error {
                         crate::limits::LimitError::RequestsPerMinute { .. } => "requestsPerMinute",
@@ -244,7 +247,7 @@ impl Gateway {
         Fut: Future<Output = Result<T, ProviderError>>,
     {
         let mut last_error = ProviderError::CircuitOpen;
-        for candidate in &admission.candidates {
+        for (index, candidate) in admission.candidates.iter().enumerate() {
             let provider = candidate.upstream.name.as_str();
             let mut attempt = 0;
             loop {
@@ -256,9 +259,24 @@ impl Gateway {
                 }
                 let Ok(permit) = candidate.upstream.concurrency.clone().try_acquire_owned() else {
                     self.metrics.upstream_attempts.with_label_values(&[provider, "concurrency_limit"]).inc();
-                    last_error = ProviderError::RateLimited { retry_after: None };
+                    last_error = ProviderError::Throttled { limit: "maxConcurrentRequests", retry_after: None };
                     break;
                 };
+                let reserved = index == 0 && attempt == 1 && admission.reservation.first_provider_slot;
+                if !reserved {
+                    let slot = self.limiter.take_provider_slot(candidate.upstream.quota()).await;
+                    if let Ok(ProviderSlot::Full { retry_after }) = slot {
+                        self.metrics.upstream_attempts.with_label_values(&[provider, "requests_per_minute"]).inc();
+                        last_error =
+                            ProviderError::Throttled { limit: "requestsPerMinute", retry_after: Some(retry_after) };
+                        break;
+                    }
+                    // Redis unreachable: the plan's limits were checked already, and a provider that minds
+                    // will answer 429 itself; not calling it would turn a Redis hiccup into an outage.
+                    if let Err(error) = slot {
+                        tracing::warn!(provider, %error, "cannot count the provider's requests this minute");
+                    }
+                }
                 let mut request = admission.request.clone();
                 request.model = candidate.offer.name.clone();
                 match attempt_with(candidate.clone(), request, self.timeouts(candidate)).await {

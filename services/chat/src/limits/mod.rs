@@ -1,6 +1,8 @@
-//! Plan limits, enforced before a provider is called: requests per minute per user, tokens per month per
-//! tenant. Both are checked and reserved in one Redis script, so concurrent requests cannot race past them: a
-//! request reserves an estimate of its tokens atomically and settles with the real usage afterwards.
+//! Limits enforced before a provider is called: the plan's requests per minute per user and tokens per month
+//! per tenant, and each provider's requests per minute across the tenant. The plan's are checked and reserved in
+//! one Redis script, so concurrent requests cannot race past them: a request reserves an estimate of its tokens
+//! atomically and settles with the real usage afterwards. The same script takes the first provider's slot, so
+//! that the usual request costs one round trip; a fallback or a retry takes its slot with [`Limiter::take_provider_slot`].
 //!
 //! Deciding: [`estimate`], [`keys`], [`Decision::from_reply`]. Doing: [`Limiter`].
 
@@ -16,10 +18,11 @@ use sqlx::PgPool;
 
 use crate::catalog::PlanLimits;
 
-/// Checks the per-minute request count and the monthly tokens together; reserves both only if both allow.
-/// Returns `{0, used}` when reserved, `{1, ms until the minute ends}` over the request limit, `{2, used}` over
-/// the token limit, `{-1, 0}` when the month's counter is missing (Redis lost it, or a new month) and must be
-/// seeded from PostgreSQL first.
+/// Checks the per-minute request count and the monthly tokens together; reserves both only if both allow, and
+/// then takes a slot of the first provider's minute if it has one left. Returns `{0, used, 1 or 0: the provider
+/// slot}` when reserved, `{1, ms until the minute ends}` over the request limit, `{2, used}` over the token
+/// limit, `{-1, 0}` when the month's counter is missing (Redis lost it, or a new month) and must be seeded from
+/// PostgreSQL first.
 const RESERVE_SCRIPT: &str = r"
 local month = redis.call('GET', KEYS[2])
 if not month then return {-1, 0} end
@@ -32,7 +35,24 @@ if requests >= tonumber(ARGV[1]) then
 end
 if used + tonumber(ARGV[3]) > tonumber(ARGV[2]) then return {2, used} end
 if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], 61000) end
-return {0, redis.call('INCRBY', KEYS[2], ARGV[3])}
+used = redis.call('INCRBY', KEYS[2], ARGV[3])
+local slot = 0
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[4]) then
+  if redis.call('INCR', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], 61000) end
+  slot = 1
+end
+return {0, used, slot}
+";
+
+/// Takes one slot of a provider's minute: `{0}` when taken, `{1, ms until the minute ends}` when none is left.
+const PROVIDER_SLOT_SCRIPT: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then ttl = 60000 end
+  return {1, ttl}
+end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], 61000) end
+return {0}
 ";
 
 /// How long a month's counter is kept: past the month's end, so late settlements still find it.
@@ -47,6 +67,27 @@ pub fn keys(tenant: &str, user_id: &str, now: DateTime<Utc>) -> (String, String)
     )
 }
 
+/// The Redis key of a provider's requests in the current minute, across the tenant.
+pub fn provider_key(tenant: &str, provider: &str, now: DateTime<Utc>) -> String {
+    format!("chat:{tenant}:provider-rpm:{provider}:{}", now.timestamp().div_euclid(60))
+}
+
+/// A provider and its `requestsPerMinute`.
+#[derive(Clone, Copy, Debug)]
+pub struct ProviderQuota<'a> {
+    pub provider: &'a str,
+    pub requests_per_minute: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderSlot {
+    Taken,
+    /// None left this minute.
+    Full {
+        retry_after: Duration,
+    },
+}
+
 /// The first instant of the month `now` is in (UTC).
 pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().unwrap_or(now)
@@ -54,16 +95,23 @@ pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Reserved,
-    OverRequestsPerMinute { retry_after: Duration },
-    OverTokensPerMonth { used: u64 },
+    /// Reserved; and whether the first provider's slot was taken too.
+    Reserved {
+        provider_slot: bool,
+    },
+    OverRequestsPerMinute {
+        retry_after: Duration,
+    },
+    OverTokensPerMonth {
+        used: u64,
+    },
     Unseeded,
 }
 
 impl Decision {
     pub fn from_reply(reply: &[i64]) -> Option<Decision> {
         match reply {
-            [0, _] => Some(Decision::Reserved),
+            [0, _, slot] => Some(Decision::Reserved { provider_slot: *slot == 1 }),
             [1, ttl] => Some(Decision::OverRequestsPerMinute {
                 retry_after: Duration::from_millis(u64::try_from(*ttl).unwrap_or(60_000)),
             }),
@@ -121,6 +169,8 @@ impl From<LimitError> for Problem {
 pub struct Reservation {
     month_key: String,
     pub reserved_tokens: u64,
+    /// Whether the first candidate's provider slot is already taken for the first attempt.
+    pub first_provider_slot: bool,
 }
 
 #[derive(Clone)]
@@ -135,23 +185,36 @@ impl Limiter {
         Limiter { redis, pool, tenant }
     }
 
-    pub async fn reserve(&self, user_id: &str, plan: &PlanLimits, tokens: u64) -> Result<Reservation, LimitError> {
-        let (minute_key, month_key) = keys(&self.tenant, user_id, Utc::now());
+    /// Reserves the plan's limits for one request, and a slot of `first`, the provider tried first.
+    pub async fn reserve(
+        &self,
+        user_id: &str,
+        plan: &PlanLimits,
+        tokens: u64,
+        first: ProviderQuota<'_>,
+    ) -> Result<Reservation, LimitError> {
+        let now = Utc::now();
+        let (minute_key, month_key) = keys(&self.tenant, user_id, now);
+        let provider_key = provider_key(&self.tenant, first.provider, now);
         let mut redis = self.redis.clone();
         for _ in 0..2 {
             let reply: Vec<i64> = ::redis::cmd("EVAL")
                 .arg(RESERVE_SCRIPT)
-                .arg(2)
+                .arg(3)
                 .arg(&minute_key)
                 .arg(&month_key)
+                .arg(&provider_key)
                 .arg(plan.requests_per_minute)
                 .arg(plan.tokens_per_month)
                 .arg(tokens)
+                .arg(first.requests_per_minute)
                 .query_async(&mut redis)
                 .await
                 .map_err(|error| LimitError::Unavailable(Box::new(error)))?;
             match Decision::from_reply(&reply) {
-                Some(Decision::Reserved) => return Ok(Reservation { month_key, reserved_tokens: tokens }),
+                Some(Decision::Reserved { provider_slot }) => {
+                    return Ok(Reservation { month_key, reserved_tokens: tokens, first_provider_slot: provider_slot });
+                }
                 Some(Decision::OverRequestsPerMinute { retry_after }) => {
                     return Err(LimitError::RequestsPerMinute { limit: plan.requests_per_minute, retry_after });
                 }
@@ -188,6 +251,27 @@ impl Limiter {
         Ok(())
     }
 
+    /// Takes a slot of the provider's minute for one more call.
+    pub async fn take_provider_slot(&self, quota: ProviderQuota<'_>) -> Result<ProviderSlot, LimitError> {
+        let key = provider_key(&self.tenant, quota.provider, Utc::now());
+        let mut redis = self.redis.clone();
+        let reply: Vec<i64> = ::redis::cmd("EVAL")
+            .arg(PROVIDER_SLOT_SCRIPT)
+            .arg(1)
+            .arg(&key)
+            .arg(quota.requests_per_minute)
+            .query_async(&mut redis)
+            .await
+            .map_err(|error| LimitError::Unavailable(Box::new(error)))?;
+        match reply.as_slice() {
+            [0] => Ok(ProviderSlot::Taken),
+            [1, ttl] => {
+                Ok(ProviderSlot::Full { retry_after: Duration::from_millis(u64::try_from(*ttl).unwrap_or(60_000)) })
+            }
+            _ => Err(LimitError::Unavailable(format!("unexpected script reply {reply:?}").into())),
+        }
+    }
+
     /// Replaces the reservation with the tokens really used.
     pub async fn settle(&self, reservation: &Reservation, used_tokens: u64) {
         let delta = i128::from(used_tokens) - i128::from(reservation.reserved_tokens);
@@ -215,11 +299,16 @@ mod tests {
         assert_eq!(minute, format!("chat:acme:rpm:user-1:{}", now.timestamp() / 60));
         assert_eq!(month, "chat:acme:tokens:2026-03");
         assert_eq!(month_start(now), Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().expect("time"));
+        assert_eq!(
+            provider_key("acme", "openai", now),
+            format!("chat:acme:provider-rpm:openai:{}", now.timestamp() / 60)
+        );
     }
 
     #[test]
     fn script_replies_decide() {
-        assert_eq!(Decision::from_reply(&[0, 500]), Some(Decision::Reserved));
+        assert_eq!(Decision::from_reply(&[0, 500, 1]), Some(Decision::Reserved { provider_slot: true }));
+        assert_eq!(Decision::from_reply(&[0, 500, 0]), Some(Decision::Reserved { provider_slot: false }));
         assert_eq!(
             Decision::from_reply(&[1, 1500]),
             Some(Decision::OverRequestsPerMinute { retry_after: Duration::from_millis(1500) })

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 use futures::stream;
 use saaschat_platform::Problem;
-use saaschat_platform::auth::Authenticated;
+use saaschat_platform::auth::{ChatScope, ModelsScope, Scoped};
 use saaschat_platform::problem::Json;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -55,7 +55,10 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-async fn models(State(state): State<AppState>, user: Result<Authenticated, Problem>) -> Result<Response, OpenAiError> {
+async fn models(
+    State(state): State<AppState>,
+    user: Result<Scoped<ModelsScope>, Problem>,
+) -> Result<Response, OpenAiError> {
     user?;
     let catalog = state.gateway.catalog.current();
     let data: Vec<_> = catalog
@@ -68,7 +71,7 @@ async fn models(State(state): State<AppState>, user: Result<Authenticated, Probl
 
 async fn chat_completions(
     State(state): State<AppState>,
-    user: Result<Authenticated, Problem>,
+    user: Result<Scoped<ChatScope>, Problem>,
     headers: HeaderMap,
     body: Result<Json<ChatCompletionRequest>, Problem>,
 ) -> Result<Response, OpenAiError> {

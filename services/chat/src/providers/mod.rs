@@ -224,6 +224,10 @@ pub enum ProviderError {
     Protocol(String),
     #[error("the provider is failing and its circuit breaker is open")]
     CircuitOpen,
+    /// One of the tenant's own limits on the provider (`requestsPerMinute`, `maxConcurrentRequests` of the
+    /// AIProvider) is reached; the provider was not called.
+    #[error("the tenant's {limit} limit for this provider is reached")]
+    Throttled { limit: &'static str, retry_after: Option<Duration> },
 }
 
 impl ProviderError {
@@ -242,7 +246,11 @@ impl ProviderError {
 
     /// Whether the next model or provider may succeed where this one failed.
     pub fn allows_fallback(&self) -> bool {
-        self.is_transient() || matches!(self, ProviderError::QuotaExhausted | ProviderError::CircuitOpen)
+        self.is_transient()
+            || matches!(
+                self,
+                ProviderError::QuotaExhausted | ProviderError::CircuitOpen | ProviderError::Throttled { .. }
+            )
     }
 
     /// Whether the failure says the provider is unhealthy (what the circuit breaker counts). Refusals of the
@@ -260,7 +268,9 @@ impl ProviderError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProviderError::RateLimited { retry_after } | ProviderError::Overloaded { retry_after } => *retry_after,
+            ProviderError::RateLimited { retry_after }
+            | ProviderError::Overloaded { retry_after }
+            | ProviderError::Throttled { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -280,6 +290,7 @@ impl ProviderError {
             ProviderError::Stream(_) => "stream_error",
             ProviderError::Protocol(_) => "protocol",
             ProviderError::CircuitOpen => "circuit_open",
+            ProviderError::Throttled { .. } => "throttled",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `/v1/ws`: the conversation stream over one WebSocket, authenticated at the upgrade (the same Bearer
-//! credential as every route), carrying several conversations at once.
+//! credential as every route, in the `Authorization` header or, from a browser, as the subprotocol
+//! `bearer.<credential>` next to [`PROTOCOL`]), carrying several conversations at once.
 //!
 //! Client → server (JSON text frames): `{"type":"send","conversationId":..,"content":..}` (plus the optional
 //! `model`, `temperature`, `maxTokens` of the HTTP route), `{"type":"stop","conversationId":..}`,
@@ -17,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use saaschat_platform::Problem;
-use saaschat_platform::auth::Authenticated;
+use saaschat_platform::auth::{Authenticated, ChatScope, Scope as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -54,8 +56,24 @@ enum ClientMessage {
     Attach { conversation_id: Uuid },
 }
 
-pub async fn upgrade(State(state): State<AppState>, user: Authenticated, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| session(state, user, socket))
+/// The application subprotocol. A browser, which cannot set headers on a WebSocket, offers it together with
+/// its credential as `bearer.<credential>` and gets it back in the answer.
+pub const PROTOCOL: &str = "saaschat.v1";
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Problem> {
+    let user = state.authenticator.authenticate_websocket(&headers).await.map_err(|error| {
+        tracing::info!(reason = %error, "credential refused");
+        Problem::from(error)
+    })?;
+    user.require_scope(ChatScope::NAME)?;
+    Ok(upgrade
+        .protocols([PROTOCOL])
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| session(state, user, socket)))
 }
 
 fn frame(kind: &str, mut body: Value) -> Message {

@@ -31,6 +31,8 @@ pub const ISSUER: &str = "http://chat.tenant-acme.svc:8080";
 pub const TENANT: &str = "acme";
 /// The API key the local auth service accepts, for user `api-user`.
 pub const API_KEY: &str = "sk-saaschat-test-0123456789abcdef";
+/// A key given only the `models` scope.
+pub const MODELS_ONLY_API_KEY: &str = "sk-saaschat-test-models-0123456789";
 
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -57,9 +59,14 @@ impl Auth {
             .route(
                 "/internal/v1/api-keys/verify",
                 post(|axum::Json(body): axum::Json<Value>| async move {
-                    if body["key"] == API_KEY {
+                    let scopes = match body["key"].as_str() {
+                        Some(API_KEY) => Some(json!(["chat", "models"])),
+                        Some(MODELS_ONLY_API_KEY) => Some(json!(["models"])),
+                        _ => None,
+                    };
+                    if let Some(scopes) = scopes {
                         Ok(axum::Json(json!({
-                            "userId": "api-user", "tenant": TENANT, "role": "member", "keyId": "key-1", "scopes": ["chat"],
+                            "userId": "api-user", "tenant": TENANT, "role": "member", "keyId": "key-1", "scopes": scopes,
                         })))
                     } else {
                         Err((StatusCode::UNAUTHORIZED, axum::Json(json!({ "type": "about:blank", "title": "Unauthorized", "status": 401 }))))
@@ -96,6 +103,7 @@ pub struct ProviderSpec<'a> {
     pub key: &'a str,
     pub models: &'a [&'a str],
     pub max_concurrent: i64,
+    pub requests_per_minute: i64,
 }
 
 pub struct Plan {
@@ -129,7 +137,11 @@ pub fn tenant_document(
                 .collect();
             json!({
                 "name": provider.name, "type": provider.kind, "baseUrl": provider.base_url, "apiKeyFile": key_file,
-                "limits": { "requestsPerMinute": 600, "maxConcurrentRequests": provider.max_concurrent, "timeoutSeconds": 10 },
+                "limits": {
+                    "requestsPerMinute": provider.requests_per_minute,
+                    "maxConcurrentRequests": provider.max_concurrent,
+                    "timeoutSeconds": 10,
+                },
                 "models": models,
             })
         })
@@ -205,6 +217,7 @@ impl World {
             key: "sk-upstream-secret-key-42",
             models,
             max_concurrent: 64,
+            requests_per_minute: 100_000,
         }
     }
 

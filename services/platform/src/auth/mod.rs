@@ -1,8 +1,11 @@
 //! Authentication for every service: the [`Authenticated`] extractor reads the one credential header,
 //! `Authorization: Bearer <credential>`, and accepts either an access token issued by the auth service (verified
 //! locally, see [`jwt`]) or an API key (`sk-saaschat-…`), which it hands to an [`ApiKeyVerifier`] (implemented by
-//! the auth service). No other header, cookie or query parameter is ever read as a credential, and credentials
-//! never appear in errors or logs.
+//! the auth service). The one exception is a WebSocket upgrade, because browsers cannot set headers on one: there
+//! the credential may travel as a `bearer.<credential>` subprotocol ([`websocket_credential`]). No cookie or
+//! query parameter is ever read as a credential, and credentials never appear in errors or logs.
+//!
+//! An access token acts for its user in full; an API key only within its scopes ([`Authenticated::require_scope`]).
 
 pub mod api_keys;
 pub mod jwks;
@@ -10,12 +13,14 @@ pub mod jwt;
 pub mod revocation;
 
 use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 
@@ -71,6 +76,8 @@ pub enum AuthError {
     InvalidApiKey,
     #[error("the session has ended; sign in again")]
     SessionEnded,
+    #[error("the API key lacks the {0:?} scope")]
+    MissingScope(&'static str),
 }
 
 impl From<AuthError> for Problem {
@@ -82,6 +89,11 @@ impl From<AuthError> for Problem {
                 "Credentials cannot be checked right now",
             )
             .with_detail(error.to_string()),
+            AuthError::MissingScope(scope) => {
+                Problem::typed(StatusCode::FORBIDDEN, "insufficient-scope", "The API key does not allow this")
+                    .with_detail(error.to_string())
+                    .with_extension("scope", scope)
+            }
             error => Problem::unauthorized(error.to_string()),
         }
     }
@@ -98,6 +110,72 @@ pub struct Authenticated {
     /// The session the access token belongs to, if it says.
     pub session_id: Option<String>,
     pub credential: Credential,
+}
+
+impl Authenticated {
+    /// Refuses an API key that was not given `scope` when it was created; access tokens pass.
+    pub fn require_scope(&self, scope: &'static str) -> Result<(), AuthError> {
+        match &self.credential {
+            Credential::ApiKey { scopes, .. } if !scopes.iter().any(|s| s == scope) => {
+                Err(AuthError::MissingScope(scope))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A scope an API key must have been given for a route; access tokens have every scope.
+pub trait Scope: Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+/// Chatting: conversations, their streams and `POST /v1/chat/completions`.
+pub struct ChatScope;
+
+impl Scope for ChatScope {
+    const NAME: &'static str = "chat";
+}
+
+/// Listing the models: `GET /v1/models`.
+pub struct ModelsScope;
+
+impl Scope for ModelsScope {
+    const NAME: &'static str = "models";
+}
+
+/// Every scope an API key can be given.
+pub const SCOPES: [&str; 2] = [ChatScope::NAME, ModelsScope::NAME];
+
+/// The caller, as [`Authenticated`], refused with 403 when an API key lacks the scope `S`.
+pub struct Scoped<S>(Authenticated, PhantomData<S>);
+
+impl<S> Scoped<S> {
+    pub fn into_inner(self) -> Authenticated {
+        self.0
+    }
+}
+
+impl<S> Deref for Scoped<S> {
+    type Target = Authenticated;
+
+    fn deref(&self) -> &Authenticated {
+        &self.0
+    }
+}
+
+impl<S, T> FromRequestParts<T> for Scoped<S>
+where
+    S: Scope,
+    Authenticator: FromRef<T>,
+    T: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &T) -> Result<Self, Self::Rejection> {
+        let caller = Authenticated::from_request_parts(parts, state).await?;
+        caller.require_scope(S::NAME)?;
+        Ok(Scoped(caller, PhantomData))
+    }
 }
 
 /// How the caller authenticated.
@@ -129,6 +207,32 @@ pub fn bearer_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
     let value = value.to_str().map_err(|_| AuthError::NotBearer)?;
     let (scheme, credential) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
     if !scheme.eq_ignore_ascii_case("bearer") || credential.is_empty() || credential.contains(char::is_whitespace) {
+        return Err(AuthError::NotBearer);
+    }
+    Ok(credential)
+}
+
+/// The subprotocol prefix that carries a credential on a WebSocket upgrade: a browser opens
+/// `new WebSocket(url, ["<app protocol>", "bearer.<credential>"])`, and the server answers with the app protocol.
+pub const WEBSOCKET_BEARER_PREFIX: &str = "bearer.";
+
+/// The credential of a WebSocket upgrade: the `Authorization` header if there is one, else the single
+/// `bearer.<credential>` entry of `Sec-WebSocket-Protocol`.
+pub fn websocket_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
+    if headers.contains_key(AUTHORIZATION) {
+        return bearer_credential(headers);
+    }
+    let mut credentials = headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|protocol| protocol.trim().strip_prefix(WEBSOCKET_BEARER_PREFIX));
+    let credential = credentials.next().ok_or(AuthError::Missing)?;
+    if credentials.next().is_some() {
+        return Err(AuthError::Ambiguous);
+    }
+    if credential.is_empty() {
         return Err(AuthError::NotBearer);
     }
     Ok(credential)
@@ -168,7 +272,15 @@ impl Authenticator {
     }
 
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Authenticated, AuthError> {
-        let credential = bearer_credential(headers)?;
+        self.verify(bearer_credential(headers)?).await
+    }
+
+    /// Authenticates a WebSocket upgrade (see [`websocket_credential`]).
+    pub async fn authenticate_websocket(&self, headers: &HeaderMap) -> Result<Authenticated, AuthError> {
+        self.verify(websocket_credential(headers)?).await
+    }
+
+    async fn verify(&self, credential: &str) -> Result<Authenticated, AuthError> {
         if credential.starts_with(API_KEY_PREFIX) {
             let verifier = self.api_keys.as_ref().ok_or(AuthError::ApiKeysNotAccepted)?;
             return verifier.verify(credential).await;

@@ -338,6 +338,46 @@ fn only_a_single_bearer_authorization_header_is_read() {
     assert_eq!(bearer_credential(&two), Err(AuthError::Ambiguous));
 }
 
+#[test]
+fn a_websocket_credential_comes_from_the_header_or_one_bearer_subprotocol() {
+    let protocols = |value: &'static str| {
+        let mut headers = HeaderMap::new();
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(value));
+        headers
+    };
+    assert_eq!(websocket_credential(&bearer("abc.def.ghi")), Ok("abc.def.ghi"));
+    assert_eq!(websocket_credential(&protocols("saaschat.v1, bearer.abc.def.ghi")), Ok("abc.def.ghi"));
+    assert_eq!(websocket_credential(&protocols("bearer.sk-saaschat-x1")), Ok("sk-saaschat-x1"));
+    assert_eq!(websocket_credential(&protocols("saaschat.v1")), Err(AuthError::Missing));
+    assert_eq!(websocket_credential(&protocols("bearer.a, bearer.b")), Err(AuthError::Ambiguous));
+    assert_eq!(websocket_credential(&protocols("saaschat.v1, bearer.")), Err(AuthError::NotBearer));
+    assert_eq!(websocket_credential(&HeaderMap::new()), Err(AuthError::Missing));
+    // The header wins, and is held to its own rules.
+    let mut both = protocols("bearer.from-protocol");
+    both.insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+    assert_eq!(websocket_credential(&both), Err(AuthError::NotBearer));
+}
+
+#[test]
+fn api_keys_are_held_to_their_scopes_and_access_tokens_are_not() {
+    let caller = |credential| Authenticated {
+        user_id: "u1".into(),
+        tenant: "acme".into(),
+        role: Role::Member,
+        token_id: None,
+        session_id: None,
+        credential,
+    };
+    let token = caller(Credential::AccessToken);
+    assert_eq!(token.require_scope("chat"), Ok(()));
+    let models_only = caller(Credential::ApiKey { key_id: "k1".into(), scopes: vec!["models".into()] });
+    assert_eq!(models_only.require_scope("models"), Ok(()));
+    let refused = models_only.require_scope("chat").expect_err("no chat scope");
+    let problem = Problem::from(refused);
+    assert_eq!(problem.status, 403);
+    assert_eq!(problem.extensions.get("scope"), Some(&json!("chat")));
+}
+
 struct OneKey;
 
 impl ApiKeyVerifier for OneKey {
