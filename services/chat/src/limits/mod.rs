@@ -10,6 +10,7 @@ pub mod estimate;
 
 use std::time::Duration;
 
+use ::redis::Script;
 use ::redis::aio::ConnectionManager;
 use axum::http::{HeaderValue, StatusCode};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
@@ -178,11 +179,20 @@ pub struct Limiter {
     redis: ConnectionManager,
     pool: PgPool,
     tenant: String,
+    // Sent as EVALSHA (the script body only when Redis does not know it yet): every request runs one.
+    reserve_script: Script,
+    provider_slot_script: Script,
 }
 
 impl Limiter {
     pub fn new(redis: ConnectionManager, pool: PgPool, tenant: String) -> Limiter {
-        Limiter { redis, pool, tenant }
+        Limiter {
+            redis,
+            pool,
+            tenant,
+            reserve_script: Script::new(RESERVE_SCRIPT),
+            provider_slot_script: Script::new(PROVIDER_SLOT_SCRIPT),
+        }
     }
 
     /// Reserves the plan's limits for one request, and a slot of `first`, the provider tried first.
@@ -198,17 +208,16 @@ impl Limiter {
         let provider_key = provider_key(&self.tenant, first.provider, now);
         let mut redis = self.redis.clone();
         for _ in 0..2 {
-            let reply: Vec<i64> = ::redis::cmd("EVAL")
-                .arg(RESERVE_SCRIPT)
-                .arg(3)
-                .arg(&minute_key)
-                .arg(&month_key)
-                .arg(&provider_key)
+            let reply: Vec<i64> = self
+                .reserve_script
+                .key(&minute_key)
+                .key(&month_key)
+                .key(&provider_key)
                 .arg(plan.requests_per_minute)
                 .arg(plan.tokens_per_month)
                 .arg(tokens)
                 .arg(first.requests_per_minute)
-                .query_async(&mut redis)
+                .invoke_async(&mut redis)
                 .await
                 .map_err(|error| LimitError::Unavailable(Box::new(error)))?;
             match Decision::from_reply(&reply) {
@@ -255,12 +264,11 @@ impl Limiter {
     pub async fn take_provider_slot(&self, quota: ProviderQuota<'_>) -> Result<ProviderSlot, LimitError> {
         let key = provider_key(&self.tenant, quota.provider, Utc::now());
         let mut redis = self.redis.clone();
-        let reply: Vec<i64> = ::redis::cmd("EVAL")
-            .arg(PROVIDER_SLOT_SCRIPT)
-            .arg(1)
-            .arg(&key)
+        let reply: Vec<i64> = self
+            .provider_slot_script
+            .key(&key)
             .arg(quota.requests_per_minute)
-            .query_async(&mut redis)
+            .invoke_async(&mut redis)
             .await
             .map_err(|error| LimitError::Unavailable(Box::new(error)))?;
         match reply.as_slice() {
