@@ -26,14 +26,19 @@ fn tenant(index: usize) -> anyhow::Result<ChatTenant> {
     }))?)
 }
 
-/// Requests by the operator's user in the audit log, by verb, from `from_line` on.
+/// Requests by the operator's user in the audit log, by verb and resource, from `from_line` on.
 fn audited_requests(log: &str, from_line: usize) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for line in log.lines().skip(from_line) {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         let user = event["impersonatedUser"]["username"].as_str().or(event["user"]["username"].as_str());
         if user == Some(OPERATOR_USER) {
-            *counts.entry(event["verb"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+            let object = &event["objectRef"];
+            let resource = match object["subresource"].as_str() {
+                Some(sub) => format!("{}/{sub}", object["resource"].as_str().unwrap_or_default()),
+                None => object["resource"].as_str().unwrap_or_default().to_string(),
+            };
+            *counts.entry(format!("{} {resource}", event["verb"].as_str().unwrap_or_default())).or_default() += 1;
         }
     }
     counts
@@ -69,7 +74,8 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("created {count} tenants in {:.1?}", started.elapsed());
 
     let (mut reconciled_at, mut ready_at) = (None, None);
-    while ready_at.is_none() && started.elapsed() < Duration::from_secs(1800) {
+    let give_up = Duration::from_secs(1800.max(3 * count as u64));
+    while ready_at.is_none() && started.elapsed() < give_up {
         let tenants = api.list(&ListParams::default().labels("")).await?.items;
         let bench: Vec<_> =
             tenants.iter().filter(|t| t.metadata.name.as_deref().is_some_and(|n| n.starts_with("bench-"))).collect();
@@ -94,7 +100,18 @@ async fn main() -> anyhow::Result<()> {
     let busy_requests: usize = audited_requests(&std::fs::read_to_string(&audit_path)?, audit_start).values().sum();
     let peak_rss = operator.peak_rss()?;
 
-    // One idle minute: no change is made; the operator only resyncs.
+    // Ready is not the end of the churn: the last pods' readiness still moves Deployment, StatefulSet and
+    // autoscaler status, and with it the tenants' component status. Idle starts once the operator has written
+    // nothing for 20 s; then one minute with no change made, in which the operator only resyncs.
+    let mut settled_since = (Instant::now(), operator.writes()?);
+    while settled_since.0.elapsed() < Duration::from_secs(20) && started.elapsed() < give_up {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let writes = operator.writes()?;
+        if writes != settled_since.1 {
+            settled_since = (Instant::now(), writes);
+        }
+    }
+    let settled_at = started.elapsed() - settled_since.0.elapsed();
     let idle_start_line = std::fs::read_to_string(&audit_path)?.lines().count();
     let idle_writes_before = operator.writes()?;
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -105,11 +122,14 @@ async fn main() -> anyhow::Result<()> {
     println!("| tenants | {count} |");
     println!("| all reconciled | {} |", seconds(reconciled_at));
     println!("| all Ready | {} |", seconds(ready_at));
+    println!("| last write | {} |", seconds(Some(settled_at)));
     let busy = ready_at.or(reconciled_at).unwrap_or(started.elapsed()).as_secs_f64();
     println!("| reconciles per second (until Ready) | {:.1} ({reconciles} reconciles) |", reconciles / busy);
     println!("| API requests per tenant (until Ready) | {:.1} |", busy_requests as f64 / count as f64);
     println!("| operator peak RSS | {:.1} MiB |", peak_rss as f64 / 1_048_576.0);
     println!("| requests in one idle minute | {} ({idle:?}) |", idle.values().sum::<usize>());
     println!("| writes in one idle minute | {idle_writes} |");
+    let errors = operator.counter("saaschat_operator_reconcile_errors_total")? as u64;
+    println!("| failed reconciles | {errors} |");
     Ok(())
 }
