@@ -5,7 +5,7 @@
 //! | module | concern |
 //! |---|---|
 //! | [`settings`] | the service's own settings and the mounted Stripe credentials |
-//! | [`stripe`] | the Stripe REST client and the objects it reads |
+//! | [`stripe`] | the Stripe client (async-stripe), what it sends and the objects it reads |
 //! | [`webhook`] | signature verification and the webhook endpoint that queues events |
 //! | [`events`] | the event queue, the decisions taken from fetched objects, the workers |
 //! | [`account`] | the tenant's customer and subscription as last fetched |

@@ -163,7 +163,7 @@ async fn updated_before_created_ends_in_the_state_stripe_returns() {
     assert_eq!(response.status(), StatusCode::OK);
     let view: Value = response.json().await.expect("json");
     assert_eq!(view["state"], "active");
-    assert_eq!(view["cancelAtPeriodEnd"], true, "as stripe-mock's fixture says");
+    assert_eq!(view["cancelAtPeriodEnd"], false, "as stripe-mock's fixture says");
     assert!(view["currentPeriodEnd"].is_string());
 }
 
@@ -343,6 +343,7 @@ async fn an_admin_opens_a_checkout_then_the_portal() {
     assert_eq!(customers.len(), 1);
     assert_eq!(customers[0].field("email"), Some("ada@acme.example"));
     assert_eq!(customers[0].field("metadata[tenant]"), Some(TENANT));
+    assert!(customers[0].idempotency_key.is_some());
     let sessions = billing.recorder.requests_to("POST", "/v1/checkout/sessions");
     assert_eq!(sessions.len(), 1);
     let sent = &sessions[0];
@@ -365,6 +366,7 @@ async fn an_admin_opens_a_checkout_then_the_portal() {
     let portal_request = &billing.recorder.requests_to("POST", "/v1/billing_portal/sessions")[0];
     assert_eq!(portal_request.field("customer"), Some(customer_id.as_str()));
     assert_eq!(portal_request.field("return_url"), Some("https://chat.acme.example/billing"));
+    assert!(portal_request.idempotency_key.is_some());
 
     // Completion is checked against the session as Stripe shows it now (stripe-mock's fixture is still open),
     // and only for sessions this tenant opened.

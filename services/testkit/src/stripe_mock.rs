@@ -37,8 +37,11 @@ impl StripeMock {
         );
         let port = free_port();
         // HTTPS cannot be switched off; an empty port lets the system pick one, so parallel tests never collide.
+        // `-beta` serves Stripe's SDK spec (the one the SDKs, async-stripe included, are generated from) rather
+        // than the trimmed public one, which leaves out fields the SDK types require, such as `plan` on
+        // subscription items.
         let mut child = Command::new(&binary)
-            .args(["-http-addr", &format!("127.0.0.1:{port}"), "-https-addr", "127.0.0.1:"])
+            .args(["-beta", "-http-addr", &format!("127.0.0.1:{port}"), "-https-addr", "127.0.0.1:"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,11 +1,12 @@
 //! Deciding a checkout: which price a plan is, whether a customer must be created (and with which address), and
-//! the exact forms sent to Stripe. Redirect URLs are always the tenant's own: nothing in a request can send a
+//! exactly what is sent to Stripe. Redirect URLs are always the tenant's own: nothing in a request can send a
 //! paying user elsewhere.
 
 use std::collections::BTreeMap;
 
 use crate::account::Account;
 use crate::events::decide::TENANT_METADATA_KEY;
+use crate::stripe::requests::{NewCheckoutSession, NewCustomer, NewPortalSession};
 
 pub struct CheckoutInput<'a> {
     pub plan: &'a str,
@@ -73,34 +74,32 @@ pub fn is_email(text: &str) -> bool {
         && text.chars().all(|c| !c.is_whitespace() && !c.is_control())
 }
 
-fn pair(key: &str, value: &str) -> (String, String) {
-    (key.to_string(), value.to_string())
+fn tenant_tag(tenant: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(TENANT_METADATA_KEY.to_string(), tenant.to_string())])
 }
 
-pub fn customer_form(tenant: &str, display_name: &str, email: &str) -> Vec<(String, String)> {
-    vec![pair("email", email), pair("name", display_name), pair(&format!("metadata[{TENANT_METADATA_KEY}]"), tenant)]
+pub fn new_customer(tenant: &str, display_name: &str, email: &str) -> NewCustomer {
+    NewCustomer { email: email.to_string(), name: display_name.to_string(), metadata: tenant_tag(tenant) }
 }
 
 fn page(tenant_url: &str, query: &str) -> String {
     format!("{}/billing{query}", tenant_url.trim_end_matches('/'))
 }
 
-pub fn session_form(tenant: &str, tenant_url: &str, customer_id: &str, price_id: &str) -> Vec<(String, String)> {
-    vec![
-        pair("mode", "subscription"),
-        pair("customer", customer_id),
-        pair("line_items[0][price]", price_id),
-        pair("line_items[0][quantity]", "1"),
-        pair("success_url", &page(tenant_url, "?checkout=success")),
-        pair("cancel_url", &page(tenant_url, "?checkout=cancel")),
-        pair("client_reference_id", tenant),
-        pair(&format!("metadata[{TENANT_METADATA_KEY}]"), tenant),
-        pair(&format!("subscription_data[metadata][{TENANT_METADATA_KEY}]"), tenant),
-    ]
+pub fn new_session(tenant: &str, tenant_url: &str, customer_id: &str, price_id: &str) -> NewCheckoutSession {
+    NewCheckoutSession {
+        customer: customer_id.to_string(),
+        price_id: price_id.to_string(),
+        success_url: page(tenant_url, "?checkout=success"),
+        cancel_url: page(tenant_url, "?checkout=cancel"),
+        client_reference_id: tenant.to_string(),
+        metadata: tenant_tag(tenant),
+        subscription_metadata: tenant_tag(tenant),
+    }
 }
 
-pub fn portal_form(tenant_url: &str, customer_id: &str) -> Vec<(String, String)> {
-    vec![pair("customer", customer_id), pair("return_url", &page(tenant_url, ""))]
+pub fn new_portal_session(tenant_url: &str, customer_id: &str) -> NewPortalSession {
+    NewPortalSession { customer: customer_id.to_string(), return_url: page(tenant_url, "") }
 }
 
 #[cfg(test)]
@@ -180,19 +179,24 @@ mod tests {
 
     #[test]
     fn the_session_returns_to_the_tenant_and_is_tagged_with_it() {
-        let form = session_form("acme", "https://chat.acme.example/", "cus_1", "price_pro");
-        let get = |key: &str| form.iter().find(|(name, _)| name == key).map(|(_, value)| value.as_str());
-        assert_eq!(get("mode"), Some("subscription"));
-        assert_eq!(get("customer"), Some("cus_1"));
-        assert_eq!(get("line_items[0][price]"), Some("price_pro"));
-        assert_eq!(get("success_url"), Some("https://chat.acme.example/billing?checkout=success"));
-        assert_eq!(get("cancel_url"), Some("https://chat.acme.example/billing?checkout=cancel"));
-        assert_eq!(get("client_reference_id"), Some("acme"));
-        assert_eq!(get("subscription_data[metadata][tenant]"), Some("acme"));
+        let session = new_session("acme", "https://chat.acme.example/", "cus_1", "price_pro");
+        let tag = BTreeMap::from([("tenant".to_string(), "acme".to_string())]);
         assert_eq!(
-            portal_form("https://chat.acme.example", "cus_1"),
-            [pair("customer", "cus_1"), pair("return_url", "https://chat.acme.example/billing")]
+            session,
+            NewCheckoutSession {
+                customer: "cus_1".into(),
+                price_id: "price_pro".into(),
+                success_url: "https://chat.acme.example/billing?checkout=success".into(),
+                cancel_url: "https://chat.acme.example/billing?checkout=cancel".into(),
+                client_reference_id: "acme".into(),
+                metadata: tag.clone(),
+                subscription_metadata: tag.clone(),
+            }
         );
-        assert_eq!(customer_form("acme", "Acme", "a@b.c")[2], pair("metadata[tenant]", "acme"));
+        assert_eq!(
+            new_portal_session("https://chat.acme.example", "cus_1"),
+            NewPortalSession { customer: "cus_1".into(), return_url: "https://chat.acme.example/billing".into() }
+        );
+        assert_eq!(new_customer("acme", "Acme", "a@b.c").metadata, tag);
     }
 }

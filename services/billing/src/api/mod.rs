@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use crate::account::{self, Account};
 use crate::app::{AppState, not_configured};
-use crate::stripe::objects::{CheckoutSession, Customer, PortalSession};
 use crate::usage::store::{self as usage_store, PeriodUsage};
 use checkout::{CheckoutInput, CheckoutRefusal};
 
@@ -67,10 +66,10 @@ pub async fn create_checkout(
     let input = CheckoutInput { plan: &request.plan, email: request.email.as_deref(), account: &stored };
     let plan = checkout::decide(&input, &stripe.prices).map_err(refusal_problem)?;
     if let Some(email) = plan.new_customer_email.clone() {
-        let form = checkout::customer_form(&state.tenant.tenant, &state.tenant.display_name, &email);
-        let customer: Customer = stripe
+        let customer = checkout::new_customer(&state.tenant.tenant, &state.tenant.display_name, &email);
+        let customer = stripe
             .client
-            .post("/v1/customers", &form, &Uuid::new_v4().to_string())
+            .create_customer(&customer, &Uuid::new_v4().to_string())
             .await
             .map_err(|error| stripe_failure(&error))?;
         stored.customer_id = Some(customer.id);
@@ -79,10 +78,10 @@ pub async fn create_checkout(
     }
     transaction.commit().await.map_err(|error| Problem::internal(&error))?;
     let customer_id = stored.customer_id.clone().unwrap_or_default();
-    let form = checkout::session_form(&state.tenant.tenant, &state.tenant.url, &customer_id, &plan.price_id);
-    let session: CheckoutSession = stripe
+    let session = checkout::new_session(&state.tenant.tenant, &state.tenant.url, &customer_id, &plan.price_id);
+    let session = stripe
         .client
-        .post("/v1/checkout/sessions", &form, &Uuid::new_v4().to_string())
+        .create_checkout_session(&session, &Uuid::new_v4().to_string())
         .await
         .map_err(|error| stripe_failure(&error))?;
     let Some(url) = session.url.clone() else {
@@ -129,10 +128,10 @@ pub async fn create_portal(State(state): State<AppState>, caller: Authenticated)
         return Err(Problem::typed(StatusCode::CONFLICT, "no-customer", "The tenant has no Stripe customer yet")
             .with_detail("open a checkout first: POST /v1/billing/checkout"));
     };
-    let form = checkout::portal_form(&state.tenant.url, &customer_id);
-    let session: PortalSession = stripe
+    let session = checkout::new_portal_session(&state.tenant.url, &customer_id);
+    let session = stripe
         .client
-        .post("/v1/billing_portal/sessions", &form, &Uuid::new_v4().to_string())
+        .create_portal_session(&session, &Uuid::new_v4().to_string())
         .await
         .map_err(|error| stripe_failure(&error))?;
     Ok((StatusCode::CREATED, Json(SessionResponse { id: session.id, url: session.url })).into_response())

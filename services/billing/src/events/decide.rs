@@ -53,7 +53,7 @@ fn is_ended(state: &str) -> bool {
 
 /// The account after `fetched`, Stripe's current view of a subscription, when it is the tenant's.
 pub fn apply_subscription(account: &Account, fetched: &Subscription, now: DateTime<Utc>) -> SubscriptionDecision {
-    let customer = fetched.customer.id();
+    let customer = fetched.customer.as_str();
     let tagged = fetched.metadata.get(TENANT_METADATA_KEY) == Some(&account.tenant);
     let same_customer = account.customer_id.as_deref() == Some(customer);
     if !tagged && !same_customer {
@@ -66,16 +66,15 @@ pub fn apply_subscription(account: &Account, fetched: &Subscription, now: DateTi
     {
         return SubscriptionDecision::Superseded { current: current.clone() };
     }
-    let (start, end) = fetched.period();
     let state_changed = account.state.as_deref() != Some(fetched.status.as_str());
     SubscriptionDecision::Apply(Account {
         customer_id: Some(customer.to_string()),
         subscription_id: Some(fetched.id.clone()),
-        price_id: fetched.price_id().map(str::to_string).or_else(|| account.price_id.clone()),
+        price_id: fetched.price_id.clone().or_else(|| account.price_id.clone()),
         state: Some(fetched.status.clone()),
         state_since: if state_changed { Some(now) } else { account.state_since.or(Some(now)) },
-        current_period_start: start.and_then(timestamp),
-        current_period_end: end.and_then(timestamp),
+        current_period_start: fetched.current_period_start.and_then(timestamp),
+        current_period_end: fetched.current_period_end.and_then(timestamp),
         cancel_at_period_end: fetched.cancel_at_period_end,
         synced_at: Some(now),
         ..account.clone()
@@ -98,8 +97,8 @@ pub fn checkout_completed(fetched: &CheckoutSession) -> CheckoutDecision {
     }
     match &fetched.subscription {
         Some(subscription) => CheckoutDecision::FetchSubscription {
-            customer: fetched.customer.as_ref().map(|customer| customer.id().to_string()),
-            subscription: subscription.id().to_string(),
+            customer: fetched.customer.clone(),
+            subscription: subscription.clone(),
         },
         None => CheckoutDecision::Wait("the Checkout Session has no subscription"),
     }
@@ -114,7 +113,7 @@ pub enum InvoiceDecision {
 /// The email an invoice event leads to. `invoice.paid` is final in Stripe (a paid invoice stays paid), so it
 /// always earns a receipt; a payment failure only warns while the fetched invoice is still unpaid.
 pub fn invoice_email(kind: EventKind, account: &Account, fetched: &Invoice, tenant_name: &str) -> InvoiceDecision {
-    let customer = fetched.customer.as_ref().map(|customer| customer.id());
+    let customer = fetched.customer.as_deref();
     if customer.is_none() || customer != account.customer_id.as_deref() {
         return InvoiceDecision::Skip("the invoice is not the tenant customer's");
     }
@@ -130,7 +129,7 @@ pub fn invoice_email(kind: EventKind, account: &Account, fetched: &Invoice, tena
                 amount_paid: fetched.amount_paid,
                 currency: fetched.currency.clone(),
                 invoice_url,
-                period_end: fetched.period_end.and_then(timestamp).map(rfc3339),
+                period_end: timestamp(fetched.period_end).map(rfc3339),
             },
         },
         EventKind::InvoicePaymentFailed => match fetched.status.as_deref() {
@@ -170,22 +169,23 @@ pub fn backoff(attempts: i32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-    use crate::stripe::objects::IdOrObject;
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_764_140_000, 0).expect("time")
     }
 
     fn subscription(id: &str, customer: &str, status: &str) -> Subscription {
-        serde_json::from_value(json!({
-            "id": id, "customer": customer, "status": status, "cancel_at_period_end": false,
-            "items": {"data": [{"current_period_start": 1_764_000_000, "current_period_end": 1_766_592_000,
-                                "price": {"id": "price_pro"}}]},
-        }))
-        .expect("subscription")
+        Subscription {
+            id: id.into(),
+            customer: customer.into(),
+            status: status.into(),
+            metadata: Default::default(),
+            cancel_at_period_end: false,
+            current_period_start: Some(1_764_000_000),
+            current_period_end: Some(1_766_592_000),
+            price_id: Some("price_pro".into()),
+        }
     }
 
     fn account() -> Account {
@@ -193,13 +193,17 @@ mod tests {
     }
 
     fn invoice(status: &str, email: Option<&str>) -> Invoice {
-        serde_json::from_value(json!({
-            "id": "in_1", "customer": "cus_1", "customer_email": email, "status": status,
-            "amount_due": 2000, "amount_paid": 500, "currency": "usd",
-            "hosted_invoice_url": "https://invoice.stripe.com/i/1", "next_payment_attempt": 1_764_200_000,
-            "period_end": 1_766_592_000,
-        }))
-        .expect("invoice")
+        Invoice {
+            customer: Some("cus_1".into()),
+            customer_email: email.map(str::to_string),
+            status: Some(status.into()),
+            amount_due: 2000,
+            amount_paid: 500,
+            currency: "usd".into(),
+            hosted_invoice_url: Some("https://invoice.stripe.com/i/1".into()),
+            next_payment_attempt: Some(1_764_200_000),
+            period_end: 1_766_592_000,
+        }
     }
 
     #[test]
@@ -291,8 +295,8 @@ mod tests {
             id: "cs_1".into(),
             url: None,
             status: Some(status.into()),
-            customer: Some(IdOrObject::Id("cus_1".into())),
-            subscription: subscription.map(|id| IdOrObject::Id(id.into())),
+            customer: Some("cus_1".into()),
+            subscription: subscription.map(str::to_string),
             client_reference_id: Some("acme".into()),
         }
     }

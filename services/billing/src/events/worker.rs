@@ -16,7 +16,6 @@ use super::decide::{
 };
 use super::store::{self, ClaimedEvent};
 use crate::account;
-use crate::stripe::objects::{CheckoutSession, Invoice, Subscription};
 use crate::stripe::{StripeClient, StripeError};
 
 /// The producer name of this service's emails (idempotency ids `billing:<uuid>`).
@@ -117,7 +116,7 @@ impl Processor {
         if ours.is_none() {
             return Ok(Handled::outcome(format!("ignored: {session_id} was not opened by this tenant")));
         }
-        let session: CheckoutSession = self.stripe.retrieve("checkout/sessions", session_id).await?;
+        let session = self.stripe.retrieve_checkout_session(session_id).await?;
         match decide::checkout_completed(&session) {
             CheckoutDecision::Wait(reason) => Ok(Handled::outcome(format!("waiting: {reason} ({session_id})"))),
             CheckoutDecision::FetchSubscription { customer, subscription } => {
@@ -137,7 +136,7 @@ impl Processor {
         if stored.customer_id.is_none() {
             stored.customer_id = checkout_customer;
         }
-        let fetched: Subscription = self.stripe.retrieve("subscriptions", subscription_id).await?;
+        let fetched = self.stripe.retrieve_subscription(subscription_id).await?;
         match apply_subscription(&stored, &fetched, Utc::now()) {
             SubscriptionDecision::Apply(updated) => {
                 account::save(conn, &updated).await?;
@@ -148,8 +147,7 @@ impl Processor {
             }
             SubscriptionDecision::Foreign => Ok(Handled::outcome(format!(
                 "ignored: {} belongs to customer {}, not this tenant",
-                fetched.id,
-                fetched.customer.id()
+                fetched.id, fetched.customer
             ))),
             SubscriptionDecision::Superseded { current } => {
                 Ok(Handled::outcome(format!("ignored: {} ended and {current} is the current one", fetched.id)))
@@ -165,7 +163,7 @@ impl Processor {
     ) -> Result<Handled, ProcessError> {
         // Read, not locked: invoices do not change the account, so they need not wait for one another.
         let stored = account::load(&mut *conn, &self.tenant).await?;
-        let fetched: Invoice = self.stripe.retrieve("invoices", invoice_id).await?;
+        let fetched = self.stripe.retrieve_invoice(invoice_id).await?;
         match decide::invoice_email(kind, &stored, &fetched, &self.tenant_name) {
             InvoiceDecision::Email { to, content } => {
                 let id = outbox::enqueue(conn, EMAIL_PRODUCER, &to, &content).await?;

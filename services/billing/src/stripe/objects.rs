@@ -1,147 +1,126 @@
-//! The Stripe objects the service reads, with only the fields it uses. Field shapes follow the current API
-//! (`current_period_*` on subscription items) and the older one (on the subscription itself), since an account's
-//! default API version decides which one Stripe sends.
+//! The Stripe objects the service reads, with only the fields it uses, converted from async-stripe's generated
+//! types at this boundary so that the deciding code stays pure and independent of them. Expandable fields are
+//! reduced to their ids; the billing period is the first subscription item's (where the pinned API version puts it).
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
-/// A field that is an id, or the object when expanded.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum IdOrObject {
-    Id(String),
-    Object { id: String },
-}
-
-impl IdOrObject {
-    pub fn id(&self) -> &str {
-        match self {
-            IdOrObject::Id(id) | IdOrObject::Object { id } => id,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Customer {
     pub id: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+impl From<stripe_core::Customer> for Customer {
+    fn from(customer: stripe_core::Customer) -> Customer {
+        Customer { id: customer.id.to_string() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckoutSession {
     pub id: String,
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
-    pub customer: Option<IdOrObject>,
-    #[serde(default)]
-    pub subscription: Option<IdOrObject>,
-    #[serde(default)]
+    pub customer: Option<String>,
+    pub subscription: Option<String>,
     pub client_reference_id: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+impl From<stripe_checkout::CheckoutSession> for CheckoutSession {
+    fn from(session: stripe_checkout::CheckoutSession) -> CheckoutSession {
+        CheckoutSession {
+            id: session.id.to_string(),
+            url: session.url,
+            status: session.status.map(|status| status.as_str().to_string()),
+            customer: session.customer.map(|customer| customer.id().to_string()),
+            subscription: session.subscription.map(|subscription| subscription.id().to_string()),
+            client_reference_id: session.client_reference_id,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortalSession {
     pub id: String,
     pub url: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+impl From<stripe_billing::BillingPortalSession> for PortalSession {
+    fn from(session: stripe_billing::BillingPortalSession) -> PortalSession {
+        PortalSession { id: session.id.to_string(), url: session.url }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
     pub id: String,
-    pub customer: IdOrObject,
+    pub customer: String,
     pub status: String,
-    #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-    #[serde(default)]
     pub cancel_at_period_end: bool,
-    #[serde(default)]
     pub current_period_start: Option<i64>,
-    #[serde(default)]
     pub current_period_end: Option<i64>,
-    #[serde(default)]
-    pub items: Option<List<SubscriptionItem>>,
+    /// The first item's price: a subscription of this service has one item, the plan.
+    pub price_id: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct List<T> {
-    pub data: Vec<T>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct SubscriptionItem {
-    #[serde(default)]
-    pub current_period_start: Option<i64>,
-    #[serde(default)]
-    pub current_period_end: Option<i64>,
-    #[serde(default)]
-    pub price: Option<Price>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Price {
-    pub id: String,
-}
-
-impl Subscription {
-    /// The billing period: the subscription's own fields (older API versions), else its first item's.
-    pub fn period(&self) -> (Option<i64>, Option<i64>) {
-        let first_item = self.items.as_ref().and_then(|items| items.data.first());
-        (
-            self.current_period_start.or(first_item.and_then(|item| item.current_period_start)),
-            self.current_period_end.or(first_item.and_then(|item| item.current_period_end)),
-        )
-    }
-
-    pub fn price_id(&self) -> Option<&str> {
-        let first_item = self.items.as_ref().and_then(|items| items.data.first());
-        first_item.and_then(|item| item.price.as_ref()).map(|price| price.id.as_str())
+impl From<stripe_billing::Subscription> for Subscription {
+    fn from(subscription: stripe_billing::Subscription) -> Subscription {
+        let first_item = subscription.items.data.first();
+        Subscription {
+            id: subscription.id.to_string(),
+            customer: subscription.customer.id().to_string(),
+            status: subscription.status.as_str().to_string(),
+            metadata: subscription.metadata.into_iter().collect(),
+            cancel_at_period_end: subscription.cancel_at_period_end,
+            current_period_start: first_item.map(|item| item.current_period_start),
+            current_period_end: first_item.map(|item| item.current_period_end),
+            price_id: first_item.map(|item| item.price.id.to_string()),
+        }
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invoice {
-    pub id: String,
-    #[serde(default)]
-    pub customer: Option<IdOrObject>,
-    #[serde(default)]
+    pub customer: Option<String>,
     pub customer_email: Option<String>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
     pub amount_due: i64,
-    #[serde(default)]
     pub amount_paid: i64,
     pub currency: String,
-    #[serde(default)]
     pub hosted_invoice_url: Option<String>,
-    #[serde(default)]
     pub next_payment_attempt: Option<i64>,
-    #[serde(default)]
-    pub period_end: Option<i64>,
+    pub period_end: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+impl From<stripe_billing::Invoice> for Invoice {
+    fn from(invoice: stripe_billing::Invoice) -> Invoice {
+        Invoice {
+            customer: invoice.customer.map(|customer| customer.id().to_string()),
+            customer_email: invoice.customer_email,
+            status: invoice.status.map(|status| status.as_str().to_string()),
+            amount_due: invoice.amount_due,
+            amount_paid: invoice.amount_paid,
+            // `Display` is right for the known codes only; an unknown one is kept as Stripe sent it.
+            currency: match invoice.currency {
+                stripe_types::Currency::Unknown(code) => code,
+                known => known.to_string(),
+            },
+            hosted_invoice_url: invoice.hosted_invoice_url,
+            next_payment_attempt: invoice.next_payment_attempt,
+            period_end: invoice.period_end,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeterEvent {
     pub identifier: String,
 }
 
-/// Stripe's error body: `{"error": {"type": ..., "code": ..., "message": ...}}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct ErrorDetail {
-    #[serde(default, rename = "type")]
-    pub error_type: Option<String>,
-    #[serde(default)]
-    pub code: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
+impl From<stripe_billing::BillingMeterEvent> for MeterEvent {
+    fn from(event: stripe_billing::BillingMeterEvent) -> MeterEvent {
+        MeterEvent { identifier: event.identifier }
+    }
 }
 
 /// Whether a string can be a Stripe object id (`sub_1Pgc6x...`). Ids taken from webhook payloads go into request
@@ -165,25 +144,5 @@ mod tests {
         for bad in ["", "sub", "sub_../../v1/charges", "sub_1?expand=x", "sub_1/cancel", "_x", "nounderscore"] {
             assert!(!is_object_id(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_period_comes_from_the_subscription_or_its_first_item() {
-        let current_api: Subscription = serde_json::from_value(serde_json::json!({
-            "id": "sub_1", "customer": "cus_1", "status": "active",
-            "items": {"data": [{"current_period_start": 100, "current_period_end": 200, "price": {"id": "price_1"}}]},
-        }))
-        .expect("parses");
-        assert_eq!(current_api.period(), (Some(100), Some(200)));
-        assert_eq!(current_api.price_id(), Some("price_1"));
-
-        let older_api: Subscription = serde_json::from_value(serde_json::json!({
-            "id": "sub_1", "customer": {"id": "cus_1", "object": "customer"}, "status": "active",
-            "current_period_start": 10, "current_period_end": 20,
-        }))
-        .expect("parses");
-        assert_eq!(older_api.period(), (Some(10), Some(20)));
-        assert_eq!(older_api.customer.id(), "cus_1");
-        assert_eq!(older_api.price_id(), None);
     }
 }

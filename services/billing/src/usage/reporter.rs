@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use super::store::{self, SettledWindow};
 use super::window::{self, WindowAction};
 use crate::account;
-use crate::stripe::objects::MeterEvent;
+use crate::stripe::requests::NewMeterEvent;
 use crate::stripe::{StripeClient, StripeError};
 
 /// The advisory lock key of the reporter (an arbitrary constant, distinct from the migration lock keys).
@@ -80,18 +80,18 @@ impl Reporter {
         let identifier = window::identifier(&self.tenant, start);
         let outcome = match window::decide(end, tokens, customer.as_deref(), now) {
             WindowAction::Send { customer, tokens, timestamp } => {
-                let form = [
-                    ("event_name".to_string(), self.event_name.clone()),
-                    ("identifier".to_string(), identifier.clone()),
-                    ("timestamp".to_string(), timestamp.to_string()),
-                    ("payload[stripe_customer_id]".to_string(), customer),
-                    ("payload[value]".to_string(), tokens.to_string()),
-                ];
-                let _: MeterEvent = self
-                    .stripe
-                    .post("/v1/billing/meter_events", &form, &identifier)
-                    .await
-                    .map_err(|source| ReportError::Stripe { identifier: identifier.clone(), source })?;
+                let event = NewMeterEvent {
+                    event_name: self.event_name.clone(),
+                    identifier: identifier.clone(),
+                    timestamp,
+                    customer,
+                    value: tokens,
+                };
+                if let Err(source) = self.stripe.create_meter_event(&event, &identifier).await {
+                    // Ended now too, so the lock is free for the next attempt at once.
+                    transaction.rollback().await?;
+                    return Err(ReportError::Stripe { identifier, source });
+                }
                 "sent"
             }
             WindowAction::Record(outcome) => outcome,

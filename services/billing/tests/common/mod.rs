@@ -41,8 +41,8 @@ pub const ISSUER: &str = "http://auth.tenant-acme.svc:8080";
 /// Two webhook secrets, as during a rotation.
 pub const OLD_SECRET: &str = "whsec_old_0123456789";
 pub const NEW_SECRET: &str = "whsec_new_9876543210";
-/// The customer every stripe-mock subscription and invoice fixture belongs to.
-pub const FIXTURE_CUSTOMER: &str = "cus_QXg1o8vcGmoR32";
+/// The customer every stripe-mock subscription and invoice fixture belongs to (in its `-beta` fixtures).
+pub const FIXTURE_CUSTOMER: &str = "cus_NNNslJKODLsLoG";
 
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
