@@ -78,7 +78,7 @@ fn start_stubs(port: u16) {
                 .route(
                     "/internal/v1/api-keys/verify",
                     post(|| async {
-                        axum::Json(json!({ "userId": "bench", "tenant": "bench", "role": "member", "keyId": "k", "scopes": [] }))
+                        axum::Json(json!({ "userId": "bench", "tenant": "bench", "role": "member", "keyId": "k", "scopes": ["chat"] }))
                     }),
                 );
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
@@ -102,7 +102,7 @@ fn start_chat(dir: &Path, postgres: &Postgres, redis: &Redis, stubs: u16, port: 
         "plan": { "name": "bench", "tokensPerMonth": 1_000_000_000_000i64, "requestsPerMinute": 100_000_000, "seats": 1, "allowedModels": [] },
         "providers": [{
             "name": "openai", "type": "openai", "baseUrl": format!("http://127.0.0.1:{stubs}/v1"), "apiKeyFile": key_file,
-            "limits": { "requestsPerMinute": 100000, "maxConcurrentRequests": 10000, "timeoutSeconds": 30 },
+            "limits": { "requestsPerMinute": 100_000_000, "maxConcurrentRequests": 10000, "timeoutSeconds": 30 },
             "models": [{ "name": MODEL, "inputPricePerMillion": "0.15", "outputPricePerMillion": "0.60" }],
         }],
         "auth": { "url": auth, "jwksUrl": format!("{auth}/.well-known/jwks.json"), "issuer": "http://chat", "jwtKeyDir": "/none" },
