@@ -22,7 +22,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use saaschat_platform::Problem;
-use saaschat_platform::auth::{Authenticated, ChatScope, Scope as _};
+use saaschat_platform::auth::{Authenticated, ChatScope};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -65,11 +65,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Problem> {
-    let user = state.authenticator.authenticate_websocket(&headers).await.map_err(|error| {
-        tracing::info!(reason = %error, "credential refused");
-        Problem::from(error)
-    })?;
-    user.require_scope(ChatScope::NAME)?;
+    let user = state.authenticator.authenticate_websocket::<ChatScope>(&headers).await?.into_inner();
     Ok(upgrade
         .protocols([PROTOCOL])
         .max_message_size(MAX_FRAME_BYTES)

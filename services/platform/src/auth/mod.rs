@@ -238,6 +238,12 @@ pub fn websocket_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(credential)
 }
 
+/// The problem for a refused credential, logged with the reason (never the credential).
+fn refused(error: AuthError) -> Problem {
+    tracing::info!(reason = %error, "credential refused");
+    Problem::from(error)
+}
+
 /// Checks credentials; put one in the router state (or make it `FromRef` of the state) to use [`Authenticated`].
 #[derive(Clone)]
 pub struct Authenticator {
@@ -275,9 +281,12 @@ impl Authenticator {
         self.verify(bearer_credential(headers)?).await
     }
 
-    /// Authenticates a WebSocket upgrade (see [`websocket_credential`]).
-    pub async fn authenticate_websocket(&self, headers: &HeaderMap) -> Result<Authenticated, AuthError> {
-        self.verify(websocket_credential(headers)?).await
+    /// Authenticates a WebSocket upgrade (see [`websocket_credential`]) for a route that needs the scope `S`.
+    pub async fn authenticate_websocket<S: Scope>(&self, headers: &HeaderMap) -> Result<Scoped<S>, Problem> {
+        let credential = websocket_credential(headers).map_err(refused)?;
+        let caller = self.verify(credential).await.map_err(refused)?;
+        caller.require_scope(S::NAME)?;
+        Ok(Scoped(caller, PhantomData))
     }
 
     async fn verify(&self, credential: &str) -> Result<Authenticated, AuthError> {
@@ -301,11 +310,7 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let authenticator = Authenticator::from_ref(state);
-        authenticator.authenticate(&parts.headers).await.map_err(|error| {
-            tracing::info!(reason = %error, "credential refused");
-            Problem::from(error)
-        })
+        Authenticator::from_ref(state).authenticate(&parts.headers).await.map_err(refused)
     }
 }
 
