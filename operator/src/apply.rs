@@ -14,13 +14,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::build::DesiredObject;
 use crate::kinds::OwnedKind;
 use crate::metrics::Metrics;
 use crate::names::{self, FIELD_MANAGER};
+use crate::workload::Workload;
 
 /// Which object, whatever its kind.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,19 +41,8 @@ fn change_marker(kind: OwnedKind, meta: &ObjectMeta) -> Option<String> {
     if kind.tracks_generation() { meta.generation.map(|g| g.to_string()) } else { meta.resource_version.clone() }
 }
 
-/// The change marker of a Deployment or StatefulSet: its spec without `replicas`, which the autoscaler owns.
-/// (A scale by the autoscaler bumps the generation too, and must not count as drift.)
-fn workload_marker<S: Serialize>(spec: Option<&S>) -> Option<String> {
-    let mut value = serde_json::to_value(spec?).ok()?;
-    if let Some(map) = value.as_object_mut() {
-        map.remove("replicas");
-    }
-    let digest = Sha256::digest(serde_json::to_vec(&value).ok()?);
-    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Identity and change marker of an object as it is now.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Current {
     uid: Option<String>,
     marker: Option<String>,
@@ -61,7 +50,7 @@ pub struct Current {
 }
 
 impl Current {
-    fn of(kind: OwnedKind, meta: &ObjectMeta) -> Self {
+    pub fn of(kind: OwnedKind, meta: &ObjectMeta) -> Self {
         Current {
             uid: meta.uid.clone(),
             marker: change_marker(kind, meta),
@@ -69,15 +58,14 @@ impl Current {
         }
     }
 
-    fn deployment(deployment: &Deployment) -> Self {
+    /// A Deployment's or StatefulSet's change marker is its spec without `replicas`, which the autoscaler owns:
+    /// a scale by the autoscaler bumps the generation too, and must not count as drift.
+    fn workload<K>(workload: &Workload<K>) -> Self {
         Current {
-            marker: workload_marker(deployment.spec.as_ref()),
-            ..Current::of(OwnedKind::Deployment, &deployment.metadata)
+            marker: workload.spec_digest.map(|digest| digest.iter().map(|b| format!("{b:02x}")).collect()),
+            uid: workload.metadata.uid.clone(),
+            deleting: workload.metadata.deletion_timestamp.is_some(),
         }
-    }
-
-    fn stateful_set(set: &StatefulSet) -> Self {
-        Current { marker: workload_marker(set.spec.as_ref()), ..Current::of(OwnedKind::StatefulSet, &set.metadata) }
     }
 
     /// The state of an object as returned by the API server after an apply.
@@ -86,10 +74,10 @@ impl Current {
         match kind {
             OwnedKind::Deployment => full()
                 .and_then(|v| serde_json::from_value::<Deployment>(v).ok())
-                .map_or_else(|| Current::of(kind, &object.metadata), |d| Current::deployment(&d)),
+                .map_or_else(|| Current::of(kind, &object.metadata), |d| Current::workload(&Workload::from(d))),
             OwnedKind::StatefulSet => full()
                 .and_then(|v| serde_json::from_value::<StatefulSet>(v).ok())
-                .map_or_else(|| Current::of(kind, &object.metadata), |s| Current::stateful_set(&s)),
+                .map_or_else(|| Current::of(kind, &object.metadata), |s| Current::workload(&Workload::from(s))),
             _ => Current::of(kind, &object.metadata),
         }
     }
@@ -118,12 +106,12 @@ fn decide(object: &DynamicObject, last: Option<&Fingerprint>, current: Option<&C
 }
 
 /// The reflector stores through which the operator sees the objects it owns (metadata only, except where
-/// status matters and the typed stores are used).
+/// status matters and `Workload` views are kept).
 #[derive(Clone, Default)]
 pub struct OwnedStores {
     stores: BTreeMap<OwnedKind, Store<PartialObjectMeta<DynamicObject>>>,
-    deployments: Option<Store<Deployment>>,
-    stateful_sets: Option<Store<StatefulSet>>,
+    deployments: Option<Store<Workload<Deployment>>>,
+    stateful_sets: Option<Store<Workload<StatefulSet>>>,
 }
 
 fn reference<K: Resource>(key: &ObjectKey, dyntype: K::DynamicType) -> ObjectRef<K> {
@@ -146,8 +134,13 @@ impl OwnedStores {
         self.stores.insert(kind, store);
     }
 
-    /// Deployments and StatefulSets are watched whole (their status matters), so their metadata comes from there.
-    pub fn set_workload_stores(&mut self, deployments: Store<Deployment>, stateful_sets: Store<StatefulSet>) {
+    /// Deployments and StatefulSets are watched as `Workload` views (their status matters), so their metadata
+    /// comes from there.
+    pub fn set_workload_stores(
+        &mut self,
+        deployments: Store<Workload<Deployment>>,
+        stateful_sets: Store<Workload<StatefulSet>>,
+    ) {
         self.deployments = Some(deployments);
         self.stateful_sets = Some(stateful_sets);
     }
@@ -155,11 +148,9 @@ impl OwnedStores {
     /// The object as the reflector stores see it now.
     pub fn current(&self, key: &ObjectKey) -> Option<Current> {
         match key.kind {
-            OwnedKind::Deployment => {
-                self.deployments.as_ref()?.get(&reference(key, ())).map(|d| Current::deployment(&d))
-            }
+            OwnedKind::Deployment => self.deployments.as_ref()?.get(&reference(key, ())).map(|d| Current::workload(&d)),
             OwnedKind::StatefulSet => {
-                self.stateful_sets.as_ref()?.get(&reference(key, ())).map(|s| Current::stateful_set(&s))
+                self.stateful_sets.as_ref()?.get(&reference(key, ())).map(|s| Current::workload(&s))
             }
             kind => self.meta(key).map(|meta| Current::of(kind, &meta)),
         }
@@ -370,10 +361,11 @@ mod tests {
     #[test]
     fn an_autoscaler_scaling_a_deployment_is_not_drift_but_an_image_edit_is() {
         let desired = object("a");
-        let last = fingerprint(&desired, Current::deployment(&deployment(1, "chat:1", 1)));
-        let scaled = Current::deployment(&deployment(3, "chat:1", 2));
+        let current = |d: Deployment| Current::workload(&Workload::from(d));
+        let last = fingerprint(&desired, current(deployment(1, "chat:1", 1)));
+        let scaled = current(deployment(3, "chat:1", 2));
         assert_eq!(decide(&desired, Some(&last), Some(&scaled)), ApplyDecision::UpToDate);
-        let edited = Current::deployment(&deployment(3, "evil:1", 3));
+        let edited = current(deployment(3, "evil:1", 3));
         assert_eq!(decide(&desired, Some(&last), Some(&edited)), ApplyDecision::Apply);
     }
 }

@@ -17,3 +17,5 @@ pub mod provider;
 pub mod render;
 pub mod settings;
 pub mod tenant;
+pub mod triggers;
+pub mod workload;

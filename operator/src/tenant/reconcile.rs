@@ -258,7 +258,7 @@ fn current_replicas(ctx: &Context, namespace: &str) -> CurrentReplicas {
         .into_iter()
         .filter_map(|component| {
             let deployment = ctx.deployments.get(&ObjectRef::new(component.name()).within(namespace))?;
-            Some((component, deployment.spec.as_ref()?.replicas?))
+            Some((component, deployment.replicas?))
         })
         .collect()
 }

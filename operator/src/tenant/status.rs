@@ -9,6 +9,7 @@ use crate::build::tenant_url;
 use crate::conditions::{Decided, merge};
 use crate::names::{self, Component};
 use crate::plan::Suspension;
+use crate::workload::Workload;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -25,39 +26,39 @@ pub struct Observation<'a> {
     pub plan: Option<String>,
 }
 
-pub fn deployment_status(component: Component, deployment: Option<&Deployment>, stopped: bool) -> ComponentStatus {
+pub fn deployment_status(
+    component: Component,
+    deployment: Option<&Workload<Deployment>>,
+    stopped: bool,
+) -> ComponentStatus {
     let name = component.name().to_string();
     let Some(deployment) = deployment else {
         return ComponentStatus { name, ready: false, ready_replicas: 0, desired_replicas: 0 };
     };
-    let desired = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = deployment.status.clone().unwrap_or_default();
-    let ready_replicas = status.ready_replicas.unwrap_or(0);
+    let desired = deployment.replicas.unwrap_or(1);
+    let status = &deployment.status;
     let observed = status.observed_generation >= deployment.metadata.generation;
-    let rolled_out = status.updated_replicas.unwrap_or(0) >= desired && status.replicas.unwrap_or(0) == desired;
+    let rolled_out = status.updated_replicas >= desired && status.replicas == desired;
     let ready = if stopped {
-        desired == 0 && status.replicas.unwrap_or(0) == 0
+        desired == 0 && status.replicas == 0
     } else {
-        let available = status.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True");
-        observed && rolled_out && available && ready_replicas >= desired && desired > 0
+        observed && rolled_out && status.available && status.ready_replicas >= desired && desired > 0
     };
-    ComponentStatus { name, ready, ready_replicas, desired_replicas: desired }
+    ComponentStatus { name, ready, ready_replicas: status.ready_replicas, desired_replicas: desired }
 }
 
-pub fn stateful_set_status(component: Component, set: Option<&StatefulSet>) -> ComponentStatus {
+pub fn stateful_set_status(component: Component, set: Option<&Workload<StatefulSet>>) -> ComponentStatus {
     let name = component.name().to_string();
     let Some(set) = set else {
         return ComponentStatus { name, ready: false, ready_replicas: 0, desired_replicas: 1 };
     };
-    let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = set.status.clone().unwrap_or_default();
-    let ready_replicas = status.ready_replicas.unwrap_or(0);
+    let desired = set.replicas.unwrap_or(1);
+    let status = &set.status;
     let observed = status.observed_generation >= set.metadata.generation;
-    let updated = status.update_revision.is_none() || status.current_revision == status.update_revision;
     ComponentStatus {
         name,
-        ready: observed && updated && ready_replicas >= desired,
-        ready_replicas,
+        ready: observed && status.revision_current && status.available && status.ready_replicas >= desired,
+        ready_replicas: status.ready_replicas,
         desired_replicas: desired,
     }
 }
@@ -149,7 +150,9 @@ mod tests {
     use super::*;
     use crate::build::fixtures::tenant;
     use crate::conditions::is_true;
-    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::apps::v1::{
+        DeploymentCondition, DeploymentSpec, DeploymentStatus, StatefulSetSpec, StatefulSetStatus,
+    };
 
     fn ready(name: &str) -> ComponentStatus {
         ComponentStatus { name: name.into(), ready: true, ready_replicas: 2, desired_replicas: 2 }
@@ -240,8 +243,8 @@ mod tests {
         assert_eq!(first, second);
     }
 
-    fn deployment(replicas: Option<i32>, ready: i32, available: bool, observed: i64) -> Deployment {
-        Deployment {
+    fn deployment(replicas: Option<i32>, ready: i32, available: bool, observed: i64) -> Workload<Deployment> {
+        Workload::from(Deployment {
             metadata: kube::api::ObjectMeta { generation: Some(2), ..Default::default() },
             spec: Some(DeploymentSpec { replicas, ..Default::default() }),
             status: Some(DeploymentStatus {
@@ -256,7 +259,7 @@ mod tests {
                 }]),
                 ..Default::default()
             }),
-        }
+        })
     }
 
     #[test]
@@ -267,5 +270,28 @@ mod tests {
         assert!(!deployment_status(Component::Chat, Some(&deployment(Some(3), 3, false, 2)), false).ready);
         assert!(!deployment_status(Component::Chat, None, false).ready);
         assert!(deployment_status(Component::Chat, Some(&deployment(Some(0), 0, false, 2)), true).ready, "stopped");
+    }
+
+    #[test]
+    fn a_stateful_set_is_ready_once_every_pod_runs_the_current_revision() {
+        let set = |ready: i32, update_revision: &str| {
+            Workload::from(StatefulSet {
+                metadata: kube::api::ObjectMeta { generation: Some(1), ..Default::default() },
+                spec: Some(StatefulSetSpec { replicas: Some(1), ..Default::default() }),
+                status: Some(StatefulSetStatus {
+                    observed_generation: Some(1),
+                    replicas: 1,
+                    ready_replicas: Some(ready),
+                    available_replicas: Some(ready),
+                    current_revision: Some("postgres-1".into()),
+                    update_revision: Some(update_revision.into()),
+                    ..Default::default()
+                }),
+            })
+        };
+        assert!(stateful_set_status(Component::Postgres, Some(&set(1, "postgres-1"))).ready);
+        assert!(!stateful_set_status(Component::Postgres, Some(&set(0, "postgres-1"))).ready);
+        assert!(!stateful_set_status(Component::Postgres, Some(&set(1, "postgres-2"))).ready, "rolling");
+        assert!(!stateful_set_status(Component::Postgres, None).ready);
     }
 }
