@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use saaschat_crds::ChatTenant;
 use saaschat_e2e::{OPERATOR_USER, Operator, admin, install, kubectl_ok, repo};
@@ -44,6 +45,46 @@ fn audited_requests(log: &str, from_line: usize) -> BTreeMap<String, usize> {
     counts
 }
 
+/// The API server's request counter (`apiserver_request_total`) summed by verb and resource: every client's
+/// requests, including the ones the audit policy leaves out (pods, events, endpoints).
+async fn apiserver_requests(client: &kube::Client) -> anyhow::Result<BTreeMap<String, f64>> {
+    let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|line| line.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+        let label = |name: &str| {
+            labels.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default()
+        };
+        let resource = match label("subresource") {
+            "" => label("resource").to_string(),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        *counts.entry(format!("{} {resource}", label("verb"))).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(counts)
+}
+
+/// Events in the cluster by emitter and reason (an Event written again counts once per occurrence).
+async fn events_by_emitter(client: &kube::Client) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut counts = BTreeMap::new();
+    for event in Api::<Event>::all(client.clone()).list(&ListParams::default()).await?.items {
+        let emitter = event.source.and_then(|s| s.component).or(event.reporting_component).unwrap_or_default();
+        let key = format!("{emitter} {}", event.reason.unwrap_or_default());
+        *counts.entry(key).or_default() += f64::from(event.count.unwrap_or(1));
+    }
+    Ok(counts)
+}
+
+/// The largest entries of `after - before`, and the total.
+fn busiest(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, top: usize) -> (f64, Vec<(String, f64)>) {
+    let mut delta: Vec<(String, f64)> =
+        after.iter().map(|(key, value)| (key.clone(), value - before.get(key).copied().unwrap_or(0.0))).collect();
+    delta.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total = delta.iter().map(|(_, value)| value).sum();
+    delta.truncate(top);
+    (total, delta)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let count: usize = std::env::args().nth(1).context("usage: scale <tenants>")?.parse()?;
@@ -56,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     let operator = Operator::start_with("bench", &[("SAASCHAT_CONCURRENCY", "16")])?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let audit_start = std::fs::read_to_string(&audit_path)?.lines().count();
+    let apiserver_before = apiserver_requests(&client).await?;
 
     let api = Api::<ChatTenant>::all(client.clone());
     let started = Instant::now();
@@ -99,6 +141,9 @@ async fn main() -> anyhow::Result<()> {
     let reconciles = operator.counter("saaschat_operator_reconciles_total{controller=\"chattenant\"}")?;
     let busy_requests: usize = audited_requests(&std::fs::read_to_string(&audit_path)?, audit_start).values().sum();
     let peak_rss = operator.peak_rss()?;
+    let (apiserver_total, apiserver_top) = busiest(&apiserver_before, &apiserver_requests(&client).await?, 12);
+    let (events_total, events_top) = busiest(&BTreeMap::new(), &events_by_emitter(&client).await?, 8);
+    let reconcile_seconds = operator.counter("saaschat_operator_reconcile_duration_seconds_sum")?;
 
     // Ready is not the end of the churn: the last pods' readiness still moves Deployment, StatefulSet and
     // autoscaler status, and with it the tenants' component status. Idle starts once the operator has written
@@ -125,11 +170,20 @@ async fn main() -> anyhow::Result<()> {
     println!("| last write | {} |", seconds(Some(settled_at)));
     let busy = ready_at.or(reconciled_at).unwrap_or(started.elapsed()).as_secs_f64();
     println!("| reconciles per second (until Ready) | {:.1} ({reconciles} reconciles) |", reconciles / busy);
+    println!("| mean reconcile time | {:.0} ms |", 1000.0 * reconcile_seconds / reconciles.max(1.0));
     println!("| API requests per tenant (until Ready) | {:.1} |", busy_requests as f64 / count as f64);
     println!("| operator peak RSS | {:.1} MiB |", peak_rss as f64 / 1_048_576.0);
     println!("| requests in one idle minute | {} ({idle:?}) |", idle.values().sum::<usize>());
     println!("| writes in one idle minute | {idle_writes} |");
     let errors = operator.counter("saaschat_operator_reconcile_errors_total")? as u64;
     println!("| failed reconciles | {errors} |");
+    println!("| API server requests until Ready, every client | {apiserver_total:.0} |");
+    for (request, count) in apiserver_top {
+        println!("| - {request} | {count:.0} |");
+    }
+    println!("| Events until Ready, by emitter and reason | {events_total:.0} |");
+    for (event, count) in events_top {
+        println!("| - {event} | {count:.0} |");
+    }
     Ok(())
 }
