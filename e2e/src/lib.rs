@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -140,8 +141,13 @@ fn operator_kubeconfig(dir: &Path) -> anyhow::Result<PathBuf> {
             }
         }
     }
+    // Written whole under a temporary name, then renamed: two operators started together (the leader election
+    // test) must never read a file the other is still writing.
     let path = dir.join("operator-kubeconfig.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    static WRITES: AtomicU32 = AtomicU32::new(0);
+    let partial = dir.join(format!("operator-kubeconfig.{}.partial", WRITES.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&partial, serde_yaml::to_string(&config)?)?;
+    std::fs::rename(&partial, &path)?;
     Ok(path)
 }
 
