@@ -74,7 +74,7 @@ impl OwnedKind {
     /// When an object of this kind is applied within one reconcile: kinds of the same wave go concurrently,
     /// a wave only after the one before it succeeded. A RoleBinding needs its Role (the API server checks the
     /// binder against the Role's rules); workloads come after what their pods mount and run as, and
-    /// autoscalers after what they scale. The Namespace (wave 0) comes before everything, Secrets included.
+    /// autoscalers after what they scale. The Namespace (wave 0) comes before everything; Secrets go with wave 1.
     pub fn apply_wave(self) -> u8 {
         match self {
             OwnedKind::Namespace => 0,

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use saaschat_crds::ChatTenant;
 
 /// The one field manager for every server-side apply.
@@ -60,6 +61,17 @@ pub fn tenant_namespace(tenant: &ChatTenant) -> String {
 
 pub fn tenant_name(tenant: &ChatTenant) -> &str {
     tenant.metadata.name.as_deref().unwrap_or_default()
+}
+
+/// Strips cached metadata down to what the operator reads of the objects it owns: identity, change markers,
+/// deletion and the tenant label. A label map alone costs about a kilobyte per object in memory.
+pub fn keep_only_tenant_label(meta: &mut ObjectMeta) {
+    let tenant = meta.labels.as_mut().and_then(|labels| labels.remove_entry(LABEL_TENANT));
+    meta.labels = tenant.map(|(key, value)| BTreeMap::from([(key, value)]));
+    meta.annotations = None;
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.creation_timestamp = None;
 }
 
 /// Labels on every object of a tenant; `component` is absent on tenant-wide objects.
@@ -121,5 +133,34 @@ pub mod paths {
     }
     pub fn stripe_dir() -> String {
         format!("{SECRETS_DIR}/stripe")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_metadata_keeps_identity_markers_and_the_tenant_label_only() {
+        let mut meta = ObjectMeta {
+            name: Some("chat".into()),
+            uid: Some("u1".into()),
+            resource_version: Some("7".into()),
+            generation: Some(2),
+            labels: Some(labels("acme", Some(Component::Chat))),
+            annotations: Some([("note".to_string(), "x".to_string())].into()),
+            ..ObjectMeta::default()
+        };
+        keep_only_tenant_label(&mut meta);
+        assert_eq!(meta.labels, Some(BTreeMap::from([(LABEL_TENANT.to_string(), "acme".to_string())])));
+        assert_eq!(
+            (meta.uid.as_deref(), meta.resource_version.as_deref(), meta.generation),
+            (Some("u1"), Some("7"), Some(2))
+        );
+        assert!(meta.annotations.is_none());
+
+        let mut unlabelled = ObjectMeta::default();
+        keep_only_tenant_label(&mut unlabelled);
+        assert!(unlabelled.labels.is_none());
     }
 }

@@ -16,12 +16,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::names;
+
 /// What the operator reads of a Deployment (`Workload<Deployment>`) or StatefulSet (`Workload<StatefulSet>`).
 /// It deserializes from the whole object, keeping only that.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(from = "K", bound(deserialize = "K: DeserializeOwned, Workload<K>: From<K>"))]
 pub struct Workload<K> {
-    /// Identity, labels and change markers; no annotations or managed fields.
+    /// Identity, change markers and the tenant label (`names::keep_only_tenant_label`).
     pub metadata: ObjectMeta,
     /// SHA-256 of the spec without `replicas` (which the autoscaler owns), to notice edits by others.
     pub spec_digest: Option<[u8; 32]>,
@@ -52,8 +54,7 @@ fn spec_digest<S: Serialize>(spec: Option<&S>) -> Option<[u8; 32]> {
 }
 
 fn slim_meta(mut metadata: ObjectMeta) -> ObjectMeta {
-    metadata.managed_fields = None;
-    metadata.annotations = None;
+    names::keep_only_tenant_label(&mut metadata);
     metadata
 }
 

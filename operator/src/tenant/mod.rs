@@ -151,14 +151,11 @@ fn slim<K: Resource>(object: &mut K) {
     }
 }
 
-/// Keeps of an owned object's metadata only what the operator reads: identity, labels and change markers.
-/// (At 1,000 tenants the metadata stores hold some 25,000 objects.)
+/// Keeps of an owned object's metadata only what the operator reads: identity, change markers and the tenant
+/// label. (At 1,000 tenants the metadata stores hold some 25,000 objects.)
 fn slim_owned(object: &mut PartialObjectMeta<DynamicObject>) {
-    let meta = &mut object.metadata;
-    meta.managed_fields = None;
-    meta.annotations = None;
-    meta.owner_references = None;
-    meta.creation_timestamp = None;
+    object.types = None;
+    names::keep_only_tenant_label(&mut object.metadata);
 }
 
 /// Changes to the Secrets in the secret namespace, metadata only: the operator reads a Secret's data only

@@ -188,8 +188,8 @@ async fn apply_wave(ctx: &Context, objects: Vec<&build::DesiredObject>, conserva
 }
 
 /// Applies the desired objects and Secrets wave by wave (`OwnedKind::apply_wave`: the namespace first, Secrets
-/// after it), then deletes managed objects no longer desired. `conservative` (while a problem stands) leaves
-/// existing provider-dependent objects alone.
+/// with the first wave after it), then deletes managed objects no longer desired. `conservative` (while a
+/// problem stands) leaves existing provider-dependent objects alone.
 async fn apply_desired(
     ctx: &Context,
     tenant: &str,
@@ -204,8 +204,9 @@ async fn apply_desired(
     }
     let namespaces = waves.remove(&OwnedKind::Namespace.apply_wave()).unwrap_or_default();
     apply_wave(ctx, namespaces, conservative).await?;
+    let mut waves = waves.into_values();
     let secrets_api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
-    secrets::ensure(
+    let secrets = secrets::ensure(
         &secrets_api,
         &desired.secrets,
         sources,
@@ -213,9 +214,10 @@ async fn apply_desired(
         &ctx.metrics,
         &ctx.verified_secrets,
         ctx.resync,
-    )
-    .await?;
-    for objects in waves.into_values() {
+    );
+    let first_wave = apply_wave(ctx, waves.next().unwrap_or_default(), conservative);
+    futures::future::try_join(async { secrets.await.map_err(Error::from) }, first_wave).await?;
+    for objects in waves {
         apply_wave(ctx, objects, conservative).await?;
     }
     // The set of desired objects does not depend on the providers, so pruning is safe even while a problem
