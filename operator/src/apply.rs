@@ -47,7 +47,8 @@ impl Fingerprint {
     }
 }
 
-fn hash_of(value: impl Hash) -> u64 {
+/// A 64-bit hash, stable within one process: for in-memory comparisons only, never stored or sent.
+pub fn hash_of(value: impl Hash) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     value.hash(&mut hasher);
     hasher.finish()

@@ -6,7 +6,6 @@
 //! what a reconcile reads of it) changed; a deletion always does. The reflector stores still see every event.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use futures::{Stream, StreamExt};
 use kube::api::{DynamicObject, PartialObjectMeta};
@@ -14,14 +13,13 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use saaschat_crds::ChatTenant;
 
-use crate::apply::Current;
+use crate::apply::{Current, hash_of};
 use crate::kinds::OwnedKind;
 use crate::names;
 
-fn hash_of(value: impl Hash) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    value.hash(&mut hasher);
-    hasher.finish()
+/// Which object an event is about, whatever its state.
+fn identity<K: Resource>(object: &K) -> u64 {
+    hash_of((object.meta().namespace.as_deref(), object.meta().name.as_deref()))
 }
 
 /// What a tenant's reconcile reads of the ChatTenant itself, outside its status.
@@ -78,12 +76,10 @@ where
                 None
             }
             Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                let identity = hash_of((object.meta().namespace.as_deref(), object.meta().name.as_deref()));
-                seen.changed(identity, fingerprint(&object)).then_some(Ok(object))
+                seen.changed(identity(&object), fingerprint(&object)).then_some(Ok(object))
             }
             Ok(watcher::Event::Delete(object)) => {
-                let identity = hash_of((object.meta().namespace.as_deref(), object.meta().name.as_deref()));
-                seen.current.remove(&identity);
+                seen.current.remove(&identity(&object));
                 Some(Ok(object))
             }
         };

@@ -5,7 +5,6 @@
 //! workloads; the operator reads a handful of their fields.
 
 use std::borrow::Cow;
-use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -16,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::apply::hash_of;
 use crate::names;
 
 /// What the operator reads of a Deployment (`Workload<Deployment>`) or StatefulSet (`Workload<StatefulSet>`).
@@ -61,11 +61,11 @@ fn slim_meta(mut metadata: ObjectMeta) -> ObjectMeta {
 impl<K> Workload<K> {
     /// Whether a watch event changed anything a tenant's reconcile reads (not the resourceVersion alone).
     pub fn fingerprint(&self) -> u64 {
-        let mut hasher = std::hash::DefaultHasher::new();
         let meta = &self.metadata;
-        (&meta.uid, meta.generation, meta.deletion_timestamp.is_some(), &meta.labels).hash(&mut hasher);
-        (self.spec_digest, self.replicas, &self.status).hash(&mut hasher);
-        hasher.finish()
+        hash_of((
+            (&meta.uid, meta.generation, meta.deletion_timestamp.is_some(), &meta.labels),
+            (self.spec_digest, self.replicas, &self.status),
+        ))
     }
 }
 

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::TryFutureExt;
+
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -216,7 +218,7 @@ async fn apply_desired(
         ctx.resync,
     );
     let first_wave = apply_wave(ctx, waves.next().unwrap_or_default(), conservative);
-    futures::future::try_join(async { secrets.await.map_err(Error::from) }, first_wave).await?;
+    futures::future::try_join(secrets.map_err(Error::from), first_wave).await?;
     for objects in waves {
         apply_wave(ctx, objects, conservative).await?;
     }
