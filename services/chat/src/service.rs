@@ -76,6 +76,8 @@ pub struct Service {
     pub state: AppState,
     usage_writer: JoinHandle<()>,
     reload: JoinHandle<()>,
+    limiter: Limiter,
+    lease_keeper: JoinHandle<()>,
 }
 
 pub async fn start(config: Config, options: Options, shutdown: &Shutdown) -> Result<Service, StartError> {
@@ -94,9 +96,17 @@ pub async fn start(config: Config, options: Options, shutdown: &Shutdown) -> Res
     let catalog = CatalogHandle::new(reload::build(&config.tenant));
     let (usage, usage_writer) = UsageRecorder::start(pool.clone());
     let limiter = Limiter::new(redis.clone(), pool.clone(), config.settings.tenant.clone());
+    let lease_keeper = limiter.spawn_lease_keeper(shutdown.signal());
     let client = UpstreamClient::new(options.resilience.connect_timeout)?;
-    let gateway =
-        Gateway::new(client, catalog.clone(), options.resilience.clone(), limiter, usage, metrics, shutdown.signal());
+    let gateway = Gateway::new(
+        client,
+        catalog.clone(),
+        options.resilience.clone(),
+        limiter.clone(),
+        usage,
+        metrics,
+        shutdown.signal(),
+    );
     let authenticator = Authenticator::from_config(&config, Duration::from_secs(30))?
         .with_api_keys(HttpApiKeyVerifier::from_config(&config)?);
     let state = AppState {
@@ -120,7 +130,7 @@ pub async fn start(config: Config, options: Options, shutdown: &Shutdown) -> Res
         options.reload_interval,
         shutdown.signal(),
     );
-    Ok(Service { router, state, usage_writer, reload })
+    Ok(Service { router, state, usage_writer, reload, limiter, lease_keeper })
 }
 
 /// Binds the listening socket with `TCP_NODELAY`, which Linux passes on to every accepted connection: an SSE
@@ -136,14 +146,15 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 
 impl Service {
     /// Serves until shutdown; then waits, within `grace`, for the streams and sessions the server does not
-    /// track, and for the usage writer to write what they recorded.
+    /// track, gives back the limits' unused leases once they have settled, and waits for the usage writer to
+    /// write what they recorded.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: &Shutdown,
         grace: Duration,
     ) -> Result<Drained, StartError> {
-        let Service { router, state, usage_writer, reload } = self;
+        let Service { router, state, usage_writer, reload, limiter, lease_keeper } = self;
         let started = tokio::time::Instant::now();
         let drained = serve(listener, router, shutdown.signal(), grace).await?;
         let tasks = state.gateway.tasks.clone();
@@ -154,6 +165,15 @@ impl Service {
             tracing::warn!(running = tasks.running(), "streams still running at the end of the grace period");
         }
         reload.abort();
+        if tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = lease_keeper.await;
+            limiter.give_back_all().await;
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("unused leases were not given back; they count as used until their window ends");
+        }
         if tokio::time::timeout(Duration::from_secs(5), usage_writer).await.is_err() {
             tracing::error!("the usage writer did not finish; queued usage events may be lost");
         }

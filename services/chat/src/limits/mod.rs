@@ -2,29 +2,43 @@
 //! per tenant, and each provider's requests per minute across the tenant. The plan's are checked and reserved in
 //! one Redis script, so concurrent requests cannot race past them: a request reserves an estimate of its tokens
 //! atomically and settles with the real usage afterwards. The same script takes the first provider's slot, so
-//! that the usual request costs one round trip; a fallback or a retry takes its slot with [`Limiter::take_provider_slot`].
+//! that a request checked in Redis costs one round trip; a fallback or a retry takes its slot with
+//! [`Limiter::take_provider_slot`]. Far from the limits the script also leases this replica a share of the
+//! headroom ([`lease`]), and most requests are then admitted without Redis.
 //!
-//! Deciding: [`estimate`], [`keys`], [`Decision::from_reply`]. Doing: [`Limiter`].
+//! Deciding: [`estimate`], [`keys`], [`Decision::from_reply`], [`lease::Leases`]. Doing: [`Limiter`].
 
 pub mod estimate;
+pub mod lease;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ::redis::Script;
 use ::redis::aio::ConnectionManager;
 use axum::http::{HeaderValue, StatusCode};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use saaschat_platform::Problem;
+use saaschat_platform::http::ShutdownSignal;
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
 
 use crate::catalog::PlanLimits;
+use crate::limits::lease::{HEADROOM_SHARE, LEASE_TTL, LEASED_REQUESTS, Leases, Need};
 
-/// Checks the per-minute request count and the monthly tokens together; reserves both only if both allow, and
-/// then takes a slot of the first provider's minute if it has one left. Returns `{0, used, 1 or 0: the provider
-/// slot}` when reserved, `{1, ms until the minute ends}` over the request limit, `{2, used}` over the token
-/// limit, `{-1, 0}` when the month's counter is missing (Redis lost it, or a new month) and must be seeded from
-/// PostgreSQL first.
+/// First gives back what this replica held of the three counters (`ARGV[5..7]`). Then checks the per-minute
+/// request count and the monthly tokens together; reserves both only if both allow, and then takes a slot of
+/// the first provider's minute if it has one left. Last, it grants leases (`ARGV[8..10]` asked for, each at most
+/// `1/ARGV[11]` of the headroom left). Returns `{0, used, 1 or 0: the provider slot, three grants}` when
+/// reserved, `{1, ms until the minute ends}` over the request limit, `{2, used}` over the token limit, `{-1, 0}`
+/// when the month's counter is missing (Redis lost it, or a new month) and must be seeded from PostgreSQL first.
 const RESERVE_SCRIPT: &str = r"
+local function give_back(key, units)
+  if units > 0 and redis.call('EXISTS', key) == 1 then redis.call('DECRBY', key, units) end
+end
+give_back(KEYS[1], tonumber(ARGV[5]))
+give_back(KEYS[2], tonumber(ARGV[6]))
+give_back(KEYS[3], tonumber(ARGV[7]))
 local month = redis.call('GET', KEYS[2])
 if not month then return {-1, 0} end
 local used = tonumber(month)
@@ -42,7 +56,46 @@ if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[4]) then
   if redis.call('INCR', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], 61000) end
   slot = 1
 end
-return {0, used, slot}
+local share = tonumber(ARGV[11])
+local function grant(key, limit, want)
+  if want <= 0 then return 0 end
+  local units = math.min(want, math.floor((limit - tonumber(redis.call('GET', key) or '0')) / share))
+  if units <= 0 then return 0 end
+  redis.call('INCRBY', key, units)
+  return units
+end
+local minute_grant = grant(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[8]))
+local month_grant = grant(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[9]))
+local provider_grant = 0
+if slot == 1 then provider_grant = grant(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[10])) end
+return {0, used, slot, minute_grant, month_grant, provider_grant}
+";
+
+/// Tops up leases: grants `KEYS[i]` up to `ARGV[2i]` units, at most `1/ARGV[last]` of its headroom under the
+/// limit `ARGV[2i-1]`. A counter that is gone (its minute ended) gets nothing rather than one without expiry.
+const TOP_UP_SCRIPT: &str = r"
+local share = tonumber(ARGV[#ARGV])
+local grants = {}
+for i, key in ipairs(KEYS) do
+  local limit, want = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local units = 0
+  local current = redis.call('GET', key)
+  if want > 0 and current then
+    units = math.min(want, math.floor((limit - tonumber(current)) / share))
+    if units > 0 then redis.call('INCRBY', key, units) else units = 0 end
+  end
+  grants[i] = units
+end
+return grants
+";
+
+/// Gives back the unused units of expired leases: `ARGV[i]` to `KEYS[i]`, unless the key is gone (a minute
+/// that ended), which a `DECRBY` would recreate without an expiry.
+const GIVE_BACK_SCRIPT: &str = r"
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('DECRBY', key, ARGV[i]) end
+end
+return 0
 ";
 
 /// Takes one slot of a provider's minute: `{0}` when taken, `{1, ms until the minute ends}` when none is left.
@@ -96,9 +149,11 @@ pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Reserved; and whether the first provider's slot was taken too.
+    /// Reserved; whether the first provider's slot was taken too; the units leased of the user's minute, the
+    /// month's tokens and the provider's minute.
     Reserved {
         provider_slot: bool,
+        grants: [u64; 3],
     },
     OverRequestsPerMinute {
         retry_after: Duration,
@@ -112,7 +167,10 @@ pub enum Decision {
 impl Decision {
     pub fn from_reply(reply: &[i64]) -> Option<Decision> {
         match reply {
-            [0, _, slot] => Some(Decision::Reserved { provider_slot: *slot == 1 }),
+            [0, _, slot, minute, month, provider] => Some(Decision::Reserved {
+                provider_slot: *slot == 1,
+                grants: [*minute, *month, *provider].map(|units| u64::try_from(units).unwrap_or(0)),
+            }),
             [1, ttl] => Some(Decision::OverRequestsPerMinute {
                 retry_after: Duration::from_millis(u64::try_from(*ttl).unwrap_or(60_000)),
             }),
@@ -179,9 +237,60 @@ pub struct Limiter {
     redis: ConnectionManager,
     pool: PgPool,
     tenant: String,
-    // Sent as EVALSHA (the script body only when Redis does not know it yet): every request runs one.
-    reserve_script: Script,
-    provider_slot_script: Script,
+    leases: Arc<Mutex<Leases>>,
+    scripts: Arc<Scripts>,
+}
+
+/// Sent as EVALSHA (the script body only when Redis does not know it yet).
+struct Scripts {
+    reserve: Script,
+    provider_slot: Script,
+    top_up: Script,
+    give_back: Script,
+}
+
+/// Ends the refills a request started, also when its future is dropped while Redis answers.
+struct RefillGuard {
+    leases: Arc<Mutex<Leases>>,
+    keys: Vec<String>,
+}
+
+impl RefillGuard {
+    fn asked(&self, key: &str) -> bool {
+        self.keys.iter().any(|asked| asked == key)
+    }
+
+    /// Adds the grants: `grant_of` gives the grant of each asked key, by its position among them and by name.
+    fn finish(mut self, grant_of: impl Fn(usize, &str) -> u64) {
+        let now = Instant::now();
+        let keys = std::mem::take(&mut self.keys);
+        let mut leases = lock(&self.leases);
+        for (index, key) in keys.iter().enumerate() {
+            leases.finish_refill(key, grant_of(index, key), now);
+        }
+    }
+}
+
+impl Drop for RefillGuard {
+    fn drop(&mut self) {
+        if !self.keys.is_empty() {
+            let mut leases = lock(&self.leases);
+            for key in &self.keys {
+                leases.abandon_refill(key);
+            }
+        }
+    }
+}
+
+fn lock(leases: &Mutex<Leases>) -> MutexGuard<'_, Leases> {
+    leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A counter's key, its limit, and how many units a lease of it asks for.
+struct Counter<'a> {
+    key: &'a str,
+    limit: u64,
+    want: u64,
 }
 
 impl Limiter {
@@ -190,12 +299,18 @@ impl Limiter {
             redis,
             pool,
             tenant,
-            reserve_script: Script::new(RESERVE_SCRIPT),
-            provider_slot_script: Script::new(PROVIDER_SLOT_SCRIPT),
+            leases: Arc::default(),
+            scripts: Arc::new(Scripts {
+                reserve: Script::new(RESERVE_SCRIPT),
+                provider_slot: Script::new(PROVIDER_SLOT_SCRIPT),
+                top_up: Script::new(TOP_UP_SCRIPT),
+                give_back: Script::new(GIVE_BACK_SCRIPT),
+            }),
         }
     }
 
-    /// Reserves the plan's limits for one request, and a slot of `first`, the provider tried first.
+    /// Reserves the plan's limits for one request, and a slot of `first`, the provider tried first: from this
+    /// replica's leases when they cover it, otherwise in Redis.
     pub async fn reserve(
         &self,
         user_id: &str,
@@ -206,10 +321,32 @@ impl Limiter {
         let now = Utc::now();
         let (minute_key, month_key) = keys(&self.tenant, user_id, now);
         let provider_key = provider_key(&self.tenant, first.provider, now);
+        let counters = [
+            Counter { key: &minute_key, limit: plan.requests_per_minute.into(), want: LEASED_REQUESTS },
+            Counter { key: &month_key, limit: plan.tokens_per_month, want: tokens.saturating_mul(LEASED_REQUESTS) },
+            Counter { key: &provider_key, limit: first.requests_per_minute.into(), want: LEASED_REQUESTS },
+        ];
+        let needs = [1, tokens, 1];
+        let (mut give_back, guard) = {
+            let mut leases = lock(&self.leases);
+            let needs = [0, 1, 2].map(|index| Need { key: counters[index].key, units: needs[index] });
+            if let Some(top_up) = leases.try_spend(&needs, Instant::now()) {
+                drop(leases);
+                let to_top_up = counters.iter().zip(top_up).filter(|(_, top_up)| *top_up).map(|(counter, _)| counter);
+                self.spawn_top_up(to_top_up.collect());
+                return Ok(Reservation { month_key, reserved_tokens: tokens, first_provider_slot: true });
+            }
+            let refills = counters.each_ref().map(|counter| leases.start_refill(counter.key));
+            let asked = counters.iter().zip(refills).filter(|(_, refill)| refill.ask);
+            let asked = asked.map(|(counter, _)| counter.key.to_string()).collect();
+            (refills.map(|refill| refill.give_back), RefillGuard { leases: self.leases.clone(), keys: asked })
+        };
+        let wants = counters.each_ref().map(|counter| if guard.asked(counter.key) { counter.want } else { 0 });
         let mut redis = self.redis.clone();
         for _ in 0..2 {
             let reply: Vec<i64> = self
-                .reserve_script
+                .scripts
+                .reserve
                 .key(&minute_key)
                 .key(&month_key)
                 .key(&provider_key)
@@ -217,11 +354,19 @@ impl Limiter {
                 .arg(plan.tokens_per_month)
                 .arg(tokens)
                 .arg(first.requests_per_minute)
+                .arg(&give_back)
+                .arg(&wants)
+                .arg(HEADROOM_SHARE)
                 .invoke_async(&mut redis)
                 .await
                 .map_err(|error| LimitError::Unavailable(Box::new(error)))?;
+            // Given back once: a retry after seeding must not give the same units back again.
+            give_back = [0; 3];
             match Decision::from_reply(&reply) {
-                Some(Decision::Reserved { provider_slot }) => {
+                Some(Decision::Reserved { provider_slot, grants }) => {
+                    guard.finish(|_, key| {
+                        counters.iter().position(|counter| counter.key == key).map_or(0, |index| grants[index])
+                    });
                     return Ok(Reservation { month_key, reserved_tokens: tokens, first_provider_slot: provider_slot });
                 }
                 Some(Decision::OverRequestsPerMinute { retry_after }) => {
@@ -235,6 +380,30 @@ impl Limiter {
             }
         }
         Err(LimitError::Unavailable("the monthly counter could not be seeded".into()))
+    }
+
+    /// Tops up the leases of `counters` (already marked as refilling) off the request's path.
+    fn spawn_top_up(&self, counters: Vec<&Counter<'_>>) {
+        if counters.is_empty() {
+            return;
+        }
+        let guard = RefillGuard {
+            leases: self.leases.clone(),
+            keys: counters.iter().map(|counter| counter.key.to_string()).collect(),
+        };
+        let limits: Vec<[u64; 2]> = counters.iter().map(|counter| [counter.limit, counter.want]).collect();
+        let (scripts, mut redis) = (self.scripts.clone(), self.redis.clone());
+        tokio::spawn(async move {
+            let mut invocation = scripts.top_up.prepare_invoke();
+            for (key, limit) in guard.keys.iter().zip(&limits) {
+                invocation.key(key).arg(limit);
+            }
+            invocation.arg(HEADROOM_SHARE);
+            match invocation.invoke_async::<Vec<u64>>(&mut redis).await {
+                Ok(grants) => guard.finish(|index, _| grants.get(index).copied().unwrap_or(0)),
+                Err(error) => tracing::warn!(%error, "cannot top up the limits' leases"),
+            }
+        });
     }
 
     /// Starts the month's counter from what PostgreSQL recorded this month (`SET NX`: a replica that seeded
@@ -260,12 +429,17 @@ impl Limiter {
         Ok(())
     }
 
-    /// Takes a slot of the provider's minute for one more call.
+    /// Takes a slot of the provider's minute for one more call, from the lease when there is one.
     pub async fn take_provider_slot(&self, quota: ProviderQuota<'_>) -> Result<ProviderSlot, LimitError> {
         let key = provider_key(&self.tenant, quota.provider, Utc::now());
+        // A slot from the lease; its top-up is left to the next reservation, which knows the plan's limits too.
+        if lock(&self.leases).try_spend(&[Need { key: &key, units: 1 }], Instant::now()).is_some() {
+            return Ok(ProviderSlot::Taken);
+        }
         let mut redis = self.redis.clone();
         let reply: Vec<i64> = self
-            .provider_slot_script
+            .scripts
+            .provider_slot
             .key(&key)
             .arg(quota.requests_per_minute)
             .invoke_async(&mut redis)
@@ -280,10 +454,12 @@ impl Limiter {
         }
     }
 
-    /// Replaces the reservation with the tokens really used.
+    /// Replaces the reservation with the tokens really used: in the month's lease while it lasts, otherwise
+    /// in Redis.
     pub async fn settle(&self, reservation: &Reservation, used_tokens: u64) {
         let delta = i128::from(used_tokens) - i128::from(reservation.reserved_tokens);
         let delta = i64::try_from(delta).unwrap_or(0);
+        let delta = lock(&self.leases).settle(&reservation.month_key, delta, Instant::now());
         if delta == 0 {
             return;
         }
@@ -292,6 +468,45 @@ impl Limiter {
             ::redis::cmd("INCRBY").arg(&reservation.month_key).arg(delta).query_async(&mut redis).await;
         if let Err(error) = result {
             tracing::warn!(%error, delta, "cannot settle a token reservation; the monthly counter keeps the estimate");
+        }
+    }
+
+    /// Gives Redis back what expired leases still hold, every half lease, until `shutdown`; then everything
+    /// this replica holds is given back by [`give_back_all`](Self::give_back_all).
+    pub fn spawn_lease_keeper(&self, shutdown: ShutdownSignal) -> JoinHandle<()> {
+        let limiter = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(LEASE_TTL / 2);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = shutdown.clone().triggered() => return,
+                }
+                let expired = lock(&limiter.leases).take_expired(Instant::now());
+                limiter.give_back(expired).await;
+            }
+        })
+    }
+
+    /// Gives back every lease; the service calls it when it stops, after the last settlement.
+    pub async fn give_back_all(&self) {
+        let held = lock(&self.leases).take_all();
+        self.give_back(held).await;
+    }
+
+    async fn give_back(&self, units: Vec<(String, u64)>) {
+        if units.is_empty() {
+            return;
+        }
+        let mut invocation = self.scripts.give_back.prepare_invoke();
+        for (key, remaining) in &units {
+            invocation.key(key).arg(remaining);
+        }
+        let mut redis = self.redis.clone();
+        if let Err(error) = invocation.invoke_async::<i64>(&mut redis).await {
+            // Those units stay counted as used until their minute or month ends: the safe direction.
+            tracing::warn!(%error, leases = units.len(), "cannot give back unused leases");
         }
     }
 }
@@ -315,8 +530,15 @@ mod tests {
 
     #[test]
     fn script_replies_decide() {
-        assert_eq!(Decision::from_reply(&[0, 500, 1]), Some(Decision::Reserved { provider_slot: true }));
-        assert_eq!(Decision::from_reply(&[0, 500, 0]), Some(Decision::Reserved { provider_slot: false }));
+        assert_eq!(
+            Decision::from_reply(&[0, 500, 1, 16, 1024, 8]),
+            Some(Decision::Reserved { provider_slot: true, grants: [16, 1024, 8] })
+        );
+        assert_eq!(
+            Decision::from_reply(&[0, 500, 0, 0, 0, 0]),
+            Some(Decision::Reserved { provider_slot: false, grants: [0; 3] })
+        );
+        assert_eq!(Decision::from_reply(&[0, 500, 1]), None, "a reply without grants is not understood");
         assert_eq!(
             Decision::from_reply(&[1, 1500]),
             Some(Decision::OverRequestsPerMinute { retry_after: Duration::from_millis(1500) })
