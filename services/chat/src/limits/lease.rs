@@ -146,6 +146,16 @@ mod tests {
         Need { key, units }
     }
 
+    /// Leases granted in a refill of each key.
+    fn leased(grants: &[(&str, u64)], now: Instant) -> Leases {
+        let mut leases = Leases::default();
+        for (key, units) in grants {
+            leases.start_refill(key);
+            leases.finish_refill(key, *units, now);
+        }
+        leases
+    }
+
     #[test]
     fn a_request_is_admitted_locally_only_when_every_counter_covers_it() {
         let now = Instant::now();
@@ -165,9 +175,7 @@ mod tests {
     #[test]
     fn an_expired_lease_is_not_spent_and_goes_back() {
         let now = Instant::now();
-        let mut leases = Leases::default();
-        leases.start_refill("minute");
-        leases.finish_refill("minute", 10, now);
+        let mut leases = leased(&[("minute", 10)], now);
         assert!(leases.try_spend(&[need("minute", 3)], now).is_some());
         let later = now + LEASE_TTL;
         assert!(leases.try_spend(&[need("minute", 1)], later).is_none());
@@ -179,9 +187,7 @@ mod tests {
     #[test]
     fn only_one_request_refills_a_counter_and_it_gives_back_what_was_held() {
         let now = Instant::now();
-        let mut leases = Leases::default();
-        leases.start_refill("month");
-        leases.finish_refill("month", 50, now);
+        let mut leases = leased(&[("month", 50)], now);
         assert!(leases.try_spend(&[need("month", 20)], now).is_some());
         assert_eq!(leases.start_refill("month"), Refill { give_back: 30, ask: true });
         assert_eq!(leases.start_refill("month"), Refill { give_back: 0, ask: false }, "a refill is under way");
@@ -208,11 +214,7 @@ mod tests {
     #[test]
     fn stopping_gives_everything_back() {
         let now = Instant::now();
-        let mut leases = Leases::default();
-        for (key, units) in [("a", 5), ("b", 0), ("c", 7)] {
-            leases.start_refill(key);
-            leases.finish_refill(key, units, now);
-        }
+        let mut leases = leased(&[("a", 5), ("b", 0), ("c", 7)], now);
         let mut all = leases.take_all();
         all.sort();
         assert_eq!(all, vec![("a".to_string(), 5), ("c".to_string(), 7)]);
@@ -222,11 +224,7 @@ mod tests {
     #[test]
     fn a_lease_below_half_its_grant_is_topped_up_by_one_request() {
         let now = Instant::now();
-        let mut leases = Leases::default();
-        leases.start_refill("minute");
-        leases.finish_refill("minute", 10, now);
-        leases.start_refill("month");
-        leases.finish_refill("month", 1000, now);
+        let mut leases = leased(&[("minute", 10), ("month", 1000)], now);
         let spend = |leases: &mut Leases| leases.try_spend(&[need("minute", 1), need("month", 100)], now);
         for _ in 0..5 {
             assert_eq!(spend(&mut leases), Some(vec![false, false]), "at or above half: no top-up");
