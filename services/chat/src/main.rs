@@ -7,6 +7,11 @@ use saaschat_chat::service::{self, Options};
 use saaschat_platform::config::Config;
 use saaschat_platform::http::Shutdown;
 
+// Every request allocates many small, short-lived buffers; near saturation the gateway benchmark's streaming
+// p99 at 2,500 req/s was 9 to 16 ms with mimalloc against 175 to 348 ms with the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Kept to the end: dropping it flushes queued spans and error reports.
