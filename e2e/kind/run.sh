@@ -31,7 +31,7 @@
 # Needs: docker, go, cargo, kubectl on PATH (or a built e2e/controlplane, whose kubectl is used).
 # Environment: SAASCHAT_CACHE; SAASCHAT_KIND_CLUSTER (default saaschat-kind); KIND_NODE_IMAGE (default:
 # kind's own, kindest/node v1.37.0); SAASCHAT_KIND_KEEP=1 keeps the cluster after the run;
-# CARGO_TARGET_DIR (default ~/.cache/saaschat/target, as scripts/test).
+# CARGO_TARGET_DIR (default: scripts/cargo-target-dir, as scripts/test).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -45,7 +45,7 @@ workdir="$cache/kind-clusters/$cluster"
 node="$cluster-control-plane"
 image=ghcr.io/saaschat/saaschat-operator:e2e
 namespace=saaschat-system
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(scripts/cargo-target-dir)}"
 
 step() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'e2e/kind/run.sh: error: %s\n' "$*" >&2; exit 1; }
