@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use saaschat_platform::Problem;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::providers::{
@@ -254,26 +254,60 @@ pub struct ChunkWriter {
     pub include_usage: bool,
 }
 
+/// One `chat.completion.chunk`, serialized straight from borrowed fields: a stream sends one per event, and
+/// building a `serde_json::Value` tree for each cost a dozen allocations.
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+    /// `null` on every chunk before the usage chunk when the client asked for usage; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Default, Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[Value; 1]>,
+}
+
 impl ChunkWriter {
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> String {
-        let mut chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }],
-        });
-        if self.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk.to_string()
+    fn chunk(&self, delta: Delta<'_>, finish_reason: Option<&str>) -> String {
+        let chunk = Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [Choice { index: 0, delta, logprobs: None, finish_reason }],
+            usage: self.include_usage.then_some(Value::Null),
+        };
+        // Serializing borrowed strings and numbers into a String cannot fail.
+        serde_json::to_string(&chunk).unwrap_or_default()
     }
 
     pub fn role(&self) -> String {
-        self.chunk(json!({ "role": "assistant", "content": "" }), None)
+        self.chunk(Delta { role: Some("assistant"), content: Some(""), ..Delta::default() }, None)
     }
 
     /// The chunk for an event, if it has one (usage is sent once, at the end).
     pub fn event(&self, event: &ProviderEvent) -> Option<String> {
         match event {
-            ProviderEvent::Text(text) => Some(self.chunk(json!({ "content": text }), None)),
+            ProviderEvent::Text(text) => Some(self.chunk(Delta { content: Some(text), ..Delta::default() }, None)),
             ProviderEvent::ToolCallDelta { index, id, name, arguments } => {
                 let mut call = json!({ "index": index, "function": { "arguments": arguments } });
                 if let Some(id) = id {
@@ -283,9 +317,9 @@ impl ChunkWriter {
                 if let Some(name) = name {
                     call["function"]["name"] = json!(name);
                 }
-                Some(self.chunk(json!({ "tool_calls": [call] }), None))
+                Some(self.chunk(Delta { tool_calls: Some([call]), ..Delta::default() }, None))
             }
-            ProviderEvent::Finished(reason) => Some(self.chunk(json!({}), Some(reason.as_openai()))),
+            ProviderEvent::Finished(reason) => Some(self.chunk(Delta::default(), Some(reason.as_openai()))),
             ProviderEvent::Usage(_) => None,
         }
     }
@@ -397,12 +431,31 @@ mod tests {
         assert!(role.get("usage").is_some());
         let text: Value =
             serde_json::from_str(&writer.event(&ProviderEvent::Text("Hi".into())).expect("chunk")).expect("json");
-        assert_eq!(text["choices"][0]["delta"]["content"], "Hi");
-        assert_eq!(text["choices"][0]["finish_reason"], Value::Null);
+        assert_eq!(
+            text,
+            json!({
+                "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "gpt-4o-mini",
+                "choices": [{ "index": 0, "delta": { "content": "Hi" }, "logprobs": null, "finish_reason": null }],
+                "usage": null,
+            })
+        );
+        let call = ProviderEvent::ToolCallDelta {
+            index: 0,
+            id: Some("call_1".into()),
+            name: Some("weather".into()),
+            arguments: "{\"city\"".into(),
+        };
+        let call: Value = serde_json::from_str(&writer.event(&call).expect("chunk")).expect("json");
+        assert_eq!(
+            call["choices"][0]["delta"],
+            json!({ "tool_calls": [{ "index": 0, "id": "call_1", "type": "function",
+                                     "function": { "name": "weather", "arguments": "{\"city\"" } }] })
+        );
         let finish: Value =
             serde_json::from_str(&writer.event(&ProviderEvent::Finished(FinishReason::Length)).expect("chunk"))
                 .expect("json");
         assert_eq!(finish["choices"][0]["finish_reason"], "length");
+        assert_eq!(finish["choices"][0]["delta"], json!({}));
         let usage: Value =
             serde_json::from_str(&writer.usage(Usage { input_tokens: 3, output_tokens: 4 })).expect("json");
         assert_eq!(usage["choices"], json!([]));
