@@ -59,7 +59,7 @@ pub struct Leases {
 impl Leases {
     /// Spends every need from the leases when all of them can cover it, and says which of them this request
     /// should top up (marked as refilling already); otherwise spends nothing and returns `None`.
-    pub fn try_spend(&mut self, needs: &[Need<'_>], now: Instant) -> Option<Vec<bool>> {
+    pub fn try_spend<const N: usize>(&mut self, needs: &[Need<'_>; N], now: Instant) -> Option<[bool; N]> {
         let covered = needs.iter().all(|need| {
             self.held.get(need.key).is_some_and(|lease| lease.expires > now && lease.remaining >= need.units)
         });
@@ -67,16 +67,12 @@ impl Leases {
             return None;
         }
         let Leases { held, refilling } = self;
-        let top_up = needs
-            .iter()
-            .map(|need| {
-                held.get_mut(need.key).is_some_and(|lease| {
-                    lease.remaining -= need.units;
-                    lease.remaining < lease.low_water && refilling.insert(need.key.to_string())
-                })
+        Some(needs.each_ref().map(|need| {
+            held.get_mut(need.key).is_some_and(|lease| {
+                lease.remaining -= need.units;
+                lease.remaining < lease.low_water && refilling.insert(need.key.to_string())
             })
-            .collect();
-        Some(top_up)
+        }))
     }
 
     /// Takes back what is held for `key`, to be given back to Redis by the request that now asks it, and
@@ -227,15 +223,15 @@ mod tests {
         let mut leases = leased(&[("minute", 10), ("month", 1000)], now);
         let spend = |leases: &mut Leases| leases.try_spend(&[need("minute", 1), need("month", 100)], now);
         for _ in 0..5 {
-            assert_eq!(spend(&mut leases), Some(vec![false, false]), "at or above half: no top-up");
+            assert_eq!(spend(&mut leases), Some([false, false]), "at or above half: no top-up");
         }
-        assert_eq!(spend(&mut leases), Some(vec![true, true]), "4 and 400 left: both below half");
-        assert_eq!(spend(&mut leases), Some(vec![false, false]), "a top-up is under way");
+        assert_eq!(spend(&mut leases), Some([true, true]), "4 and 400 left: both below half");
+        assert_eq!(spend(&mut leases), Some([false, false]), "a top-up is under way");
         leases.finish_refill("minute", 6, now);
         leases.finish_refill("month", 0, now);
-        assert_eq!(spend(&mut leases), Some(vec![false, true]), "8 requests left, above 3; 200 tokens, below 500");
-        assert_eq!(spend(&mut leases), Some(vec![false, false]), "100 tokens left");
-        assert_eq!(spend(&mut leases), Some(vec![false, false]), "none left, and the top-up is under way");
+        assert_eq!(spend(&mut leases), Some([false, true]), "8 requests left, above 3; 200 tokens, below 500");
+        assert_eq!(spend(&mut leases), Some([false, false]), "100 tokens left");
+        assert_eq!(spend(&mut leases), Some([false, false]), "none left, and the top-up is under way");
         assert_eq!(spend(&mut leases), None);
     }
 }

@@ -26,16 +26,36 @@ use tokio::task::JoinHandle;
 use crate::catalog::PlanLimits;
 use crate::limits::lease::{HEADROOM_SHARE, LEASE_TTL, LEASED_REQUESTS, Leases, Need};
 
+/// The Lua the lease scripts share. `give_back` skips a key that is gone (a minute that ended), which a
+/// `DECRBY` would recreate without an expiry; `grant` leases up to `want` units of a counter, at most `1/share`
+/// of its headroom under `limit`, and nothing of a counter that is gone, for the same reason.
+macro_rules! lease_lua {
+    () => {
+        r"
+local function give_back(key, units)
+  if units > 0 and redis.call('EXISTS', key) == 1 then redis.call('DECRBY', key, units) end
+end
+local function grant(key, limit, want, share)
+  local current = redis.call('GET', key)
+  if want <= 0 or not current then return 0 end
+  local units = math.min(want, math.floor((limit - tonumber(current)) / share))
+  if units <= 0 then return 0 end
+  redis.call('INCRBY', key, units)
+  return units
+end
+"
+    };
+}
+
 /// First gives back what this replica held of the three counters (`ARGV[5..7]`). Then checks the per-minute
 /// request count and the monthly tokens together; reserves both only if both allow, and then takes a slot of
 /// the first provider's minute if it has one left. Last, it grants leases (`ARGV[8..10]` asked for, each at most
 /// `1/ARGV[11]` of the headroom left). Returns `{0, used, 1 or 0: the provider slot, three grants}` when
 /// reserved, `{1, ms until the minute ends}` over the request limit, `{2, used}` over the token limit, `{-1, 0}`
 /// when the month's counter is missing (Redis lost it, or a new month) and must be seeded from PostgreSQL first.
-const RESERVE_SCRIPT: &str = r"
-local function give_back(key, units)
-  if units > 0 and redis.call('EXISTS', key) == 1 then redis.call('DECRBY', key, units) end
-end
+const RESERVE_SCRIPT: &str = concat!(
+    lease_lua!(),
+    r"
 give_back(KEYS[1], tonumber(ARGV[5]))
 give_back(KEYS[2], tonumber(ARGV[6]))
 give_back(KEYS[3], tonumber(ARGV[7]))
@@ -57,46 +77,38 @@ if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[4]) then
   slot = 1
 end
 local share = tonumber(ARGV[11])
-local function grant(key, limit, want)
-  if want <= 0 then return 0 end
-  local units = math.min(want, math.floor((limit - tonumber(redis.call('GET', key) or '0')) / share))
-  if units <= 0 then return 0 end
-  redis.call('INCRBY', key, units)
-  return units
-end
-local minute_grant = grant(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[8]))
-local month_grant = grant(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[9]))
+local minute_grant = grant(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[8]), share)
+local month_grant = grant(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[9]), share)
 local provider_grant = 0
-if slot == 1 then provider_grant = grant(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[10])) end
+if slot == 1 then provider_grant = grant(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[10]), share) end
 return {0, used, slot, minute_grant, month_grant, provider_grant}
-";
+"
+);
 
-/// Tops up leases: grants `KEYS[i]` up to `ARGV[2i]` units, at most `1/ARGV[last]` of its headroom under the
-/// limit `ARGV[2i-1]`. A counter that is gone (its minute ended) gets nothing rather than one without expiry.
-const TOP_UP_SCRIPT: &str = r"
+/// Tops up leases: grants `KEYS[i]` up to `ARGV[2i]` units under the limit `ARGV[2i-1]`, with the share
+/// `ARGV[last]`; returns the grants in the order of the keys.
+const TOP_UP_SCRIPT: &str = concat!(
+    lease_lua!(),
+    r"
 local share = tonumber(ARGV[#ARGV])
 local grants = {}
 for i, key in ipairs(KEYS) do
-  local limit, want = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local units = 0
-  local current = redis.call('GET', key)
-  if want > 0 and current then
-    units = math.min(want, math.floor((limit - tonumber(current)) / share))
-    if units > 0 then redis.call('INCRBY', key, units) else units = 0 end
-  end
-  grants[i] = units
+  grants[i] = grant(key, tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i]), share)
 end
 return grants
-";
+"
+);
 
-/// Gives back the unused units of expired leases: `ARGV[i]` to `KEYS[i]`, unless the key is gone (a minute
-/// that ended), which a `DECRBY` would recreate without an expiry.
-const GIVE_BACK_SCRIPT: &str = r"
+/// Gives back the unused units of expired leases: `ARGV[i]` to `KEYS[i]`.
+const GIVE_BACK_SCRIPT: &str = concat!(
+    lease_lua!(),
+    r"
 for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then redis.call('DECRBY', key, ARGV[i]) end
+  give_back(key, tonumber(ARGV[i]))
 end
 return 0
-";
+"
+);
 
 /// Takes one slot of a provider's minute: `{0}` when taken, `{1, ms until the minute ends}` when none is left.
 const PROVIDER_SLOT_SCRIPT: &str = r"
@@ -286,10 +298,11 @@ fn lock(leases: &Mutex<Leases>) -> MutexGuard<'_, Leases> {
     leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A counter's key, its limit, and how many units a lease of it asks for.
+/// A counter's key, its limit, the units this request needs, and how many a lease of it asks for.
 struct Counter<'a> {
     key: &'a str,
     limit: u64,
+    need: u64,
     want: u64,
 }
 
@@ -322,14 +335,18 @@ impl Limiter {
         let (minute_key, month_key) = keys(&self.tenant, user_id, now);
         let provider_key = provider_key(&self.tenant, first.provider, now);
         let counters = [
-            Counter { key: &minute_key, limit: plan.requests_per_minute.into(), want: LEASED_REQUESTS },
-            Counter { key: &month_key, limit: plan.tokens_per_month, want: tokens.saturating_mul(LEASED_REQUESTS) },
-            Counter { key: &provider_key, limit: first.requests_per_minute.into(), want: LEASED_REQUESTS },
+            Counter { key: &minute_key, limit: plan.requests_per_minute.into(), need: 1, want: LEASED_REQUESTS },
+            Counter {
+                key: &month_key,
+                limit: plan.tokens_per_month,
+                need: tokens,
+                want: tokens.saturating_mul(LEASED_REQUESTS),
+            },
+            Counter { key: &provider_key, limit: first.requests_per_minute.into(), need: 1, want: LEASED_REQUESTS },
         ];
-        let needs = [1, tokens, 1];
         let (mut give_back, guard) = {
             let mut leases = lock(&self.leases);
-            let needs = [0, 1, 2].map(|index| Need { key: counters[index].key, units: needs[index] });
+            let needs = counters.each_ref().map(|counter| Need { key: counter.key, units: counter.need });
             if let Some(top_up) = leases.try_spend(&needs, Instant::now()) {
                 drop(leases);
                 let to_top_up = counters.iter().zip(top_up).filter(|(_, top_up)| *top_up).map(|(counter, _)| counter);
