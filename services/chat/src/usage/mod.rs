@@ -49,6 +49,10 @@ impl UsageEvent {
 const QUEUE: usize = 16_384;
 const BATCH: usize = 512;
 const WRITE_ATTEMPTS: u32 = 5;
+/// How long the writer waits for more events after the first of a batch. Without it a steady trickle of
+/// completions (1,000 a second arrive one at a time) becomes one statement, one pool check-out and one
+/// PostgreSQL commit each; with it, twenty multi-row statements a second. Rows appear at most this late.
+const LINGER: Duration = Duration::from_millis(50);
 
 /// Hands usage events to the writer task. Cloning shares the queue.
 #[derive(Clone)]
@@ -72,7 +76,7 @@ impl UsageRecorder {
 
 async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<UsageEvent>) {
     let mut batch = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
+    while next_batch(&mut receiver, &mut batch).await {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -90,6 +94,24 @@ async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<UsageEvent>) {
         }
         batch.clear();
     }
+}
+
+/// Fills `batch` with the next events: waits for the first, then for up to [`LINGER`] or until the batch is
+/// full. False once the queue is closed and empty; a closed queue ends the wait early, so everything queued
+/// at shutdown is written without delay.
+async fn next_batch(receiver: &mut mpsc::Receiver<UsageEvent>, batch: &mut Vec<UsageEvent>) -> bool {
+    if receiver.recv_many(batch, BATCH).await == 0 {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while batch.len() < BATCH {
+        // `recv_many` is cancel-safe: an event is either in the batch or still queued.
+        match tokio::time::timeout_at(deadline, receiver.recv_many(batch, BATCH - batch.len())).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    true
 }
 
 /// One statement per batch; `ON CONFLICT DO NOTHING` makes a retried batch harmless.
@@ -117,6 +139,65 @@ async fn insert(pool: &PgPool, batch: &[UsageEvent]) -> Result<(), sqlx::Error> 
 mod tests {
     use super::*;
     use crate::usage::cost::Price;
+
+    fn event(user: &str) -> UsageEvent {
+        let offer = ModelOffer {
+            name: "m".into(),
+            input_price: Price::parse("1").expect("price"),
+            output_price: Price::parse("1").expect("price"),
+            context_window: None,
+        };
+        UsageEvent::new(user, "openai", &offer, Usage { input_tokens: 1, output_tokens: 1 })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_arriving_within_the_linger_share_one_batch() {
+        let (sender, mut receiver) = mpsc::channel(QUEUE);
+        let trickle = tokio::spawn(async move {
+            for user in ["a", "b", "c"] {
+                sender.send(event(user)).await.expect("queued");
+                tokio::time::sleep(LINGER / 4).await;
+            }
+            tokio::time::sleep(LINGER * 2).await;
+            sender.send(event("late")).await.expect("queued");
+        });
+        let mut batch = Vec::new();
+        assert!(next_batch(&mut receiver, &mut batch).await);
+        let users: Vec<_> = batch.iter().map(|event| event.user_id.as_str()).collect();
+        assert_eq!(users, ["a", "b", "c"]);
+        batch.clear();
+        assert!(next_batch(&mut receiver, &mut batch).await);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].user_id, "late");
+        trickle.await.expect("sender");
+        batch.clear();
+        assert!(!next_batch(&mut receiver, &mut batch).await, "closed and empty");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_queue_is_written_without_waiting_out_the_linger() {
+        let (sender, mut receiver) = mpsc::channel(QUEUE);
+        sender.send(event("a")).await.expect("queued");
+        drop(sender);
+        let started = tokio::time::Instant::now();
+        let mut batch = Vec::new();
+        assert!(next_batch(&mut receiver, &mut batch).await);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_is_written_at_once() {
+        let (sender, mut receiver) = mpsc::channel(QUEUE);
+        for _ in 0..BATCH + 1 {
+            sender.send(event("a")).await.expect("queued");
+        }
+        let started = tokio::time::Instant::now();
+        let mut batch = Vec::new();
+        assert!(next_batch(&mut receiver, &mut batch).await);
+        assert_eq!(batch.len(), BATCH);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
 
     #[test]
     fn an_event_prices_input_and_output_separately() {
