@@ -170,9 +170,12 @@ fn attack(dir: &Path, url: &str, stream: bool, rate: u32, seconds: u32) -> Figur
     let vegeta = tools_dir().join("vegeta");
     assert!(vegeta.exists(), "{} is missing: run scripts/tools/vegeta", vegeta.display());
     // Results are piped straight into the report: at thousands of requests a second they are large.
+    // At most 1,000 connections, the connection limit of the official `openai` Python client: without a
+    // limit vegeta opens a connection per request waiting once the target slows down, and near saturation
+    // the run turns into tens of thousands of connection setups instead of a measure of the target.
     let mut attacker = Command::new(&vegeta)
         .args(["attack", "-format=json", &format!("-targets={}", targets.display()), &format!("-rate={rate}/s")])
-        .args([&format!("-duration={seconds}s"), "-timeout=10s", "-keepalive=true"])
+        .args([&format!("-duration={seconds}s"), "-timeout=10s", "-keepalive=true", "-max-connections=1000"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("run vegeta attack");
@@ -195,19 +198,54 @@ fn attack(dir: &Path, url: &str, stream: bool, rate: u32, seconds: u32) -> Figur
 
 /// The highest rate of `rates` held for the duration with every request answered and throughput within 2%
 /// of the offered rate.
-fn highest_rate(dir: &Path, url: &str, stream: bool, rates: &[u32], seconds: u32) -> (u32, Vec<(u32, Figures)>) {
+fn highest_rate(
+    dir: &Path,
+    url: &str,
+    stream: bool,
+    rates: &[u32],
+    seconds: u32,
+    chat: u32,
+) -> (u32, Vec<(u32, Figures)>) {
     let mut held = 0;
     let mut tried = Vec::new();
     for &rate in rates {
         let figures = attack(dir, url, stream, rate, seconds);
+        settle(chat);
         tried.push((rate, figures));
         if figures.success < 1.0 || figures.throughput < f64::from(rate) * 0.98 {
             break;
         }
         held = rate;
-        std::thread::sleep(Duration::from_secs(2));
     }
     (held, tried)
+}
+
+/// CPU time of a process so far, in clock ticks (utime + stime of `/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let field = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Waits until the service and this process (the mock) have been idle for half a second, then two more
+/// seconds. After an overloaded run the service still works off the requests it had accepted, and a run
+/// started before it is done measures that backlog instead of its own rate.
+fn settle(chat: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let busy = || cpu_ticks(chat) + cpu_ticks(std::process::id());
+    let mut before = busy();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = busy();
+        if now.saturating_sub(before) <= 2 {
+            break;
+        }
+        before = now;
+    }
+    std::thread::sleep(Duration::from_secs(2));
 }
 
 fn main() {
@@ -229,6 +267,7 @@ fn main() {
     start_stubs(stubs);
     let port = free_port();
     let chat = ChildGuard(start_chat(dir.path(), &postgres, &redis, stubs, port));
+    let chat_pid = chat.0.id();
     wait_ready(port);
     let direct = format!("http://127.0.0.1:{stubs}/v1/chat/completions");
     let gateway = format!("http://127.0.0.1:{port}/v1/chat/completions");
@@ -253,6 +292,7 @@ fn main() {
     // Warm the connection pools, the key cache and the monthly counter.
     attack(dir.path(), &gateway, false, 200, 2);
     attack(dir.path(), &gateway, true, 200, 2);
+    settle(chat_pid);
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "| mode | rate (req/s) | direct p50 | direct p99 | gateway p50 | gateway p99 | overhead p50 | overhead p99 | gateway success |").ok();
@@ -260,9 +300,9 @@ fn main() {
     for stream in [false, true] {
         for &rate in &rates {
             let direct_figures = attack(dir.path(), &direct, stream, rate, seconds);
-            std::thread::sleep(Duration::from_secs(2));
+            settle(chat_pid);
             let gateway_figures = attack(dir.path(), &gateway, stream, rate, seconds);
-            std::thread::sleep(Duration::from_secs(2));
+            settle(chat_pid);
             writeln!(
                 out,
                 "| {} | {rate} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}% |",
@@ -288,7 +328,7 @@ fn main() {
     writeln!(out, "|---|---|---|---|").ok();
     for stream in [false, true] {
         for (name, url) in [("mock directly", &direct), ("through the gateway", &gateway)] {
-            let (held, tried) = highest_rate(dir.path(), url, stream, &ramp, seconds);
+            let (held, tried) = highest_rate(dir.path(), url, stream, &ramp, seconds, chat_pid);
             let last = tried
                 .last()
                 .map(|(rate, figures)| {
