@@ -94,7 +94,9 @@ async fn main() -> anyhow::Result<()> {
     for sample in ["00-provider-secret.yaml", "01-aiprovider.yaml"] {
         kubectl_ok(&["apply", "-f", &repo().join("config/samples").join(sample).to_string_lossy()], None)?;
     }
-    let operator = Operator::start_with("bench", &[("SAASCHAT_CONCURRENCY", "16")])?;
+    // Tenants reconciled at once; SCALE_CONCURRENCY compares settings (16 unless given).
+    let concurrency = std::env::var("SCALE_CONCURRENCY").unwrap_or_else(|_| "16".into());
+    let operator = Operator::start_with("bench", &[("SAASCHAT_CONCURRENCY", concurrency.as_str())])?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let audit_start = std::fs::read_to_string(&audit_path)?.lines().count();
     let apiserver_before = apiserver_requests(&client).await?;
