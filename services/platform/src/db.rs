@@ -17,6 +17,12 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::http::{ProbeFuture, ReadinessProbe};
 use crate::secret::Secret;
 
+/// A pooled connection idle for longer than this is pinged before it is handed out, so that one broken while
+/// idle (a PostgreSQL restart, a proxy's idle cut) is replaced instead of failing a request. A connection
+/// used more recently has just proven itself: pinging it too would double the round trips of every query
+/// under load.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The URL is never part of the message: it holds the password.
@@ -109,7 +115,15 @@ pub async fn connect(url: &Secret<String>, settings: &DbSettings) -> Result<PgPo
     let pool_options = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
-        .test_before_acquire(true);
+        .test_before_acquire(false)
+        .before_acquire(|connection, metadata| {
+            Box::pin(async move {
+                if metadata.idle_for > PING_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        });
     let deadline = tokio::time::Instant::now() + settings.connect_timeout;
     let mut last_error = None;
     loop {

@@ -92,6 +92,22 @@ async fn a_migration_that_fails_reports_the_service_and_releases_the_lock() {
     assert!(free, "the advisory lock was released");
 }
 
+#[tokio::test]
+async fn a_pooled_connection_killed_while_idle_is_replaced_before_use() {
+    use sqlx::Connection;
+    let postgres = Postgres::start();
+    let pool = pool(&postgres, "chat").await;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&pool).await.expect("pid");
+    let mut admin = sqlx::PgConnection::connect(&postgres.url()).await.expect("admin connection");
+    let killed: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut admin).await.expect("kill");
+    assert!(killed);
+    tokio::time::sleep(db::PING_AFTER_IDLE + Duration::from_millis(300)).await;
+    let now_serving: i32 =
+        sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&pool).await.expect("a fresh connection");
+    assert_ne!(now_serving, pid);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_postgres_and_redis() {
     let mut postgres = Postgres::start();
