@@ -210,7 +210,7 @@ fn highest_rate(
     let mut tried = Vec::new();
     for &rate in rates {
         let figures = attack(dir, url, stream, rate, seconds);
-        settle(chat);
+        wait_until_idle(chat);
         tried.push((rate, figures));
         if figures.success < 1.0 || figures.throughput < f64::from(rate) * 0.98 {
             break;
@@ -233,7 +233,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// Waits until the service and this process (the mock) have been idle for half a second, then two more
 /// seconds. After an overloaded run the service still works off the requests it had accepted, and a run
 /// started before it is done measures that backlog instead of its own rate.
-fn settle(chat: u32) {
+fn wait_until_idle(chat: u32) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let busy = || cpu_ticks(chat) + cpu_ticks(std::process::id());
     let mut before = busy();
@@ -292,7 +292,7 @@ fn main() {
     // Warm the connection pools, the key cache and the monthly counter.
     attack(dir.path(), &gateway, false, 200, 2);
     attack(dir.path(), &gateway, true, 200, 2);
-    settle(chat_pid);
+    wait_until_idle(chat_pid);
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "| mode | rate (req/s) | direct p50 | direct p99 | gateway p50 | gateway p99 | overhead p50 | overhead p99 | gateway success |").ok();
@@ -300,9 +300,9 @@ fn main() {
     for stream in [false, true] {
         for &rate in &rates {
             let direct_figures = attack(dir.path(), &direct, stream, rate, seconds);
-            settle(chat_pid);
+            wait_until_idle(chat_pid);
             let gateway_figures = attack(dir.path(), &gateway, stream, rate, seconds);
-            settle(chat_pid);
+            wait_until_idle(chat_pid);
             writeln!(
                 out,
                 "| {} | {rate} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}% |",

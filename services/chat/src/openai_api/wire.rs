@@ -265,7 +265,7 @@ struct Chunk<'a> {
     choices: [Choice<'a>; 1],
     /// `null` on every chunk before the usage chunk when the client asked for usage; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Value>,
+    usage: Option<()>,
 }
 
 #[derive(Serialize)]
@@ -294,7 +294,7 @@ impl ChunkWriter {
             created: self.created,
             model: &self.model,
             choices: [Choice { index: 0, delta, logprobs: None, finish_reason }],
-            usage: self.include_usage.then_some(Value::Null),
+            usage: self.include_usage.then_some(()),
         };
         // Serializing borrowed strings and numbers into a String cannot fail.
         serde_json::to_string(&chunk).unwrap_or_default()

@@ -140,14 +140,17 @@ mod tests {
     use super::*;
     use crate::usage::cost::Price;
 
-    fn event(user: &str) -> UsageEvent {
-        let offer = ModelOffer {
-            name: "m".into(),
-            input_price: Price::parse("1").expect("price"),
-            output_price: Price::parse("1").expect("price"),
+    fn offer(name: &str, input_price: &str, output_price: &str) -> ModelOffer {
+        ModelOffer {
+            name: name.into(),
+            input_price: Price::parse(input_price).expect("price"),
+            output_price: Price::parse(output_price).expect("price"),
             context_window: None,
-        };
-        UsageEvent::new(user, "openai", &offer, Usage { input_tokens: 1, output_tokens: 1 })
+        }
+    }
+
+    fn event(user: &str) -> UsageEvent {
+        UsageEvent::new(user, "openai", &offer("m", "1", "1"), Usage { input_tokens: 1, output_tokens: 1 })
     }
 
     #[tokio::test(start_paused = true)]
@@ -201,12 +204,7 @@ mod tests {
 
     #[test]
     fn an_event_prices_input_and_output_separately() {
-        let offer = ModelOffer {
-            name: "gpt-4o".into(),
-            input_price: Price::parse("2.50").expect("price"),
-            output_price: Price::parse("10").expect("price"),
-            context_window: None,
-        };
+        let offer = offer("gpt-4o", "2.50", "10");
         let event = UsageEvent::new("user-1", "openai", &offer, Usage { input_tokens: 1000, output_tokens: 500 });
         assert_eq!(event.cost_micros, 2500 + 5000);
         assert_eq!((event.model.as_str(), event.provider.as_str()), ("gpt-4o", "openai"));
