@@ -542,6 +542,45 @@ async fn calls_beyond_a_providers_concurrency_limit_go_to_the_next_candidate() {
     );
 }
 
+/// The stream is read at the client's pace, by the response itself: a client that leaves mid-answer ends the
+/// upstream call at once (its provider slot is free for the next request) and is charged for what it got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_stream_frees_the_provider_and_is_charged_for_what_it_got() {
+    let world = World::new().await;
+    let primary = MockProvider::start(Wire::OpenAi).await;
+    let backup = MockProvider::start(Wire::Anthropic).await;
+    let mut primary_spec = world.provider_spec("primary", &primary, Wire::OpenAi, &["model"]);
+    primary_spec.max_concurrent = 1;
+    let specs = [primary_spec, world.provider_spec("backup", &backup, Wire::Anthropic, &["model"])];
+    let chat = world.start_chat(&specs, &Plan::default(), "model", test_options()).await;
+    let token = world.auth.token("alice");
+    primary.then(Behaviour::slow(100, Duration::from_millis(30)));
+    let mut stream = common::SseReader::new(post(&chat, &token, &completion("model", true)).await);
+    let role = stream.next().await.expect("role chunk").json();
+    assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
+    let first = stream.next().await.expect("first content").json();
+    assert!(first["choices"][0]["delta"]["content"].as_str().is_some_and(|text| text.starts_with("word0")), "{first}");
+    drop(stream);
+
+    let rows = chat.wait_for_usage(1).await;
+    assert_eq!(rows[0].2, "primary");
+    assert!(rows[0].4 > 0, "the tokens of the abandoned answer are counted: {rows:?}");
+    let whole: Value = post(&chat, &token, &completion("model", false)).await.json().await.expect("json");
+    assert_eq!(whole["choices"][0]["message"]["content"], "Hello there!");
+    assert_eq!(
+        (primary.request_count(), backup.request_count()),
+        (2, 0),
+        "the abandoned stream gave its provider slot back"
+    );
+    let metrics =
+        client().get(format!("{}/metrics", chat.url)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("\nchat_live_streams 0\n"), "{metrics}");
+    assert!(
+        metrics.contains(r#"chat_completions_total{model="model",outcome="stopped",provider="primary"} 1"#),
+        "{metrics}"
+    );
+}
+
 /// A provider's `requestsPerMinute` counts across the tenant's users; calls beyond it go to the next
 /// candidate, and when no candidate has room the caller gets a 429 that names the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

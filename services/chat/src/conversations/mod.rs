@@ -27,7 +27,7 @@ use uuid::Uuid;
 use self::reply::{NewMessage, internal, not_found};
 use self::store::Cursor;
 use crate::state::AppState;
-use crate::streaming::channels::{broadcast_stream, receiver_stream};
+use crate::streaming::channels::broadcast_stream;
 use crate::streaming::{events, sse};
 
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -186,7 +186,7 @@ async fn send(
     let (conversation_id, message_id) = (started.conversation_id, started.message_id);
     let (name, data) = events::start(conversation_id, message_id, &started.served);
     let head = stream::iter([Ok::<Event, Infallible>(sse::event(name, &data))]);
-    let body = receiver_stream(started.receiver).filter_map(move |message| async move {
+    let body = started.relay.into_stream().filter_map(move |message| async move {
         events::frame(conversation_id, message_id, &message).map(|(name, data)| Ok(sse::event(name, &data)))
     });
     Ok(sse::response(head.chain(body), state.streaming.keep_alive))

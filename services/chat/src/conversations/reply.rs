@@ -9,19 +9,16 @@ use axum::http::StatusCode;
 use saaschat_platform::Problem;
 use saaschat_platform::auth::Authenticated;
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::live::{Attached, LiveEntry};
 use super::store::NewAssistantMessage;
 use super::title::title_from;
-use crate::gateway::{Observer, Outcome, OutcomeStatus, Served, SettleHook, StreamMessage};
+use crate::gateway::{Observer, Outcome, OutcomeStatus, Relay, Served, SettleHook};
 use crate::providers::{ChatMessage, CompletionRequest, Role};
 use crate::state::AppState;
 
 pub const MAX_MESSAGE_CHARS: usize = 100_000;
-/// Events buffered between the provider and a client before the provider is read more slowly.
-const STREAM_BUFFER: usize = 32;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -69,7 +66,7 @@ pub struct StartedReply {
     pub conversation_id: Uuid,
     pub message_id: Uuid,
     pub served: Served,
-    pub receiver: mpsc::Receiver<StreamMessage>,
+    pub relay: Relay,
 }
 
 pub async fn start_reply(
@@ -127,7 +124,6 @@ async fn open(
         return Err(not_found());
     }
     let served = open.served.clone();
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
     let hook = persist_hook(
         state,
         &user.user_id,
@@ -136,8 +132,8 @@ async fn open(
         first_exchange.then(|| message.content.clone()),
     );
     let observer: Arc<dyn Observer> = entry.clone();
-    tokio::spawn(state.gateway.clone().drive(open, sender, entry.stop.clone(), Some(observer), Some(hook)));
-    Ok(StartedReply { conversation_id: conversation.id, message_id, served, receiver })
+    let relay = state.gateway.relay(open, Some(&entry.stop), Some(observer), Some(hook));
+    Ok(StartedReply { conversation_id: conversation.id, message_id, served, relay })
 }
 
 fn status_name(status: &OutcomeStatus) -> &'static str {

@@ -4,9 +4,9 @@
 //! 1. [`Gateway::admit`]: the model must be allowed by the plan; the limits reserve an estimate (Redis).
 //! 2. [`Gateway::complete`] or [`Gateway::open_stream`]: candidates in fallback order, each retried with
 //!    backoff while nothing has reached the client, behind its provider's circuit breaker.
-//! 3. [`drive`](Gateway::drive) (streams): forwards events with backpressure until the answer ends, the
-//!    caller stops it, the client goes away or the service shuts down, then settles: the reservation is
-//!    replaced by the real usage, a usage event is recorded, and the transport's hook persists the answer.
+//! 3. [`Relay`] (streams): read by the transport at its client's pace until the answer ends, the caller stops
+//!    it, the client goes away or the service shuts down, then settles: the reservation is replaced by the
+//!    real usage, a usage event is recorded, and the transport's hook persists the answer.
 
 pub mod error;
 
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use saaschat_platform::http::ShutdownSignal;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::catalog::{Catalog, ModelOffer};
 use crate::limits::{Limiter, ProviderQuota, ProviderSlot, Reservation, estimate};
@@ -28,7 +28,7 @@ use crate::resilience::ResilienceSettings;
 use crate::resilience::breaker::Breaker;
 use crate::resilience::fallback::{Candidate, candidates};
 use crate::resilience::retry::{Next, next_step};
-use crate::tracker::TaskTracker;
+use crate::tracker::{TaskGuard, TaskTracker};
 use crate::usage::{UsageEvent, UsageRecorder};
 
 pub use error::GatewayError;
@@ -140,7 +140,6 @@ impl StopHandle {
 pub struct OpenStream {
     pub served: Served,
     upstream: UpstreamStream,
-    /// A slot of the provider's concurrency limit, held until the stream ends.
     _permit: OwnedSemaphorePermit,
     first: Vec<ProviderEvent>,
     admission: Admission,
@@ -388,65 +387,36 @@ impl Gateway {
         }
     }
 
-    /// Forwards the stream's events to `sender` until it ends, then settles and sends the outcome. Run it in
-    /// a task of its own: it outlives a client that goes away, so that the usage is still recorded.
-    pub async fn drive(
-        self: Arc<Self>,
+    /// The relay that carries an opened stream to its client.
+    pub fn relay(
+        self: &Arc<Self>,
         open: OpenStream,
-        sender: mpsc::Sender<StreamMessage>,
-        stop: StopHandle,
+        stop: Option<&StopHandle>,
         observer: Option<Arc<dyn Observer>>,
         hook: Option<SettleHook>,
-    ) {
-        let _running = self.tasks.enter();
+    ) -> Relay {
         self.metrics.live_streams.inc();
-        let OpenStream { served, mut upstream, _permit: permit, first, admission } = open;
-        let mut stop = stop.subscribe();
-        let mut answer = Answer::default();
-        let mut pending = first.into_iter();
-        let status = loop {
-            let next = match pending.next() {
-                Some(event) => Some(Ok(event)),
-                None => tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|stopped| *stopped) => break OutcomeStatus::Stopped(StopReason::Requested),
-                    () = self.shutdown.clone().triggered() => break OutcomeStatus::Stopped(StopReason::Shutdown),
-                    () = sender.closed() => break OutcomeStatus::Stopped(StopReason::Disconnected),
-                    next = upstream.next() => next,
-                },
-            };
-            let event = match next {
-                None => break OutcomeStatus::Complete,
-                Some(Err(error)) => {
-                    self.record_result(&served.provider, Err(&error));
-                    break OutcomeStatus::Failed(error);
-                }
-                Some(Ok(ProviderEvent::Text(mut text))) => {
-                    // A burst that arrived together goes on as one event: fewer wake-ups and writes.
-                    if let Some(more) = upstream.take_ready_text() {
-                        text.push_str(&more);
-                    }
-                    ProviderEvent::Text(text)
-                }
-                Some(Ok(event)) => event,
-            };
-            answer.add(&event);
-            if matches!(event, ProviderEvent::Usage(_)) {
-                continue;
-            }
-            if let Some(observer) = &observer {
-                observer.event(&event);
-            }
-            // Waiting here is the backpressure: a slow client slows the reading of the upstream.
-            tokio::select! {
-                biased;
-                sent = sender.send(StreamMessage::Event(event)) => if sent.is_err() {
-                    break OutcomeStatus::Stopped(StopReason::Disconnected);
-                },
-                _ = stop.wait_for(|stopped| *stopped) => break OutcomeStatus::Stopped(StopReason::Requested),
-                () = self.shutdown.clone().triggered() => break OutcomeStatus::Stopped(StopReason::Shutdown),
-            }
-        };
+        let OpenStream { served, upstream, _permit: permit, first, admission } = open;
+        Relay {
+            gateway: self.clone(),
+            stop: stop.map(StopHandle::subscribe),
+            observer,
+            hook,
+            live: Some(LiveStream {
+                served,
+                upstream,
+                permit,
+                pending: first.into_iter(),
+                admission,
+                answer: Answer::default(),
+                _running: self.tasks.enter(),
+            }),
+        }
+    }
+
+    /// Settles a stream that ended with `status` and builds its outcome (before the hook and the observer).
+    fn conclude(&self, live: LiveStream, status: OutcomeStatus) -> (Outcome, TaskGuard) {
+        let LiveStream { served, upstream, permit, admission, answer, _running: running, .. } = live;
         drop(upstream);
         drop(permit);
         let usage = estimate::settle_usage(&admission.request, answer.usage, &answer.text);
@@ -456,7 +426,8 @@ impl Gateway {
             OutcomeStatus::Failed(error) => error.kind(),
         };
         self.settle(&admission, &served, usage, label);
-        let mut outcome = Outcome {
+        self.metrics.live_streams.dec();
+        let outcome = Outcome {
             status,
             finish_reason: answer.finish_reason,
             text: answer.text,
@@ -465,15 +436,135 @@ impl Gateway {
             served,
             conversation_title: None,
         };
-        if let Some(hook) = hook {
-            outcome = hook(outcome).await;
-        }
-        if let Some(observer) = &observer {
-            observer.finished(&outcome);
-        }
-        self.metrics.live_streams.dec();
-        let _ = sender.send(StreamMessage::Finished(Box::new(outcome))).await;
+        (outcome, running)
     }
+}
+
+/// A committed stream on its way to one client. Each [`Relay::next`] reads the upstream, so the upstream is
+/// read at the client's pace with no queue between them, and no task of its own. The answer is settled once:
+/// [`Relay::next`] returns the outcome when the answer ends, is stopped or the service shuts down; a relay
+/// dropped before that (its client went away) settles as a disconnect when it is dropped.
+pub struct Relay {
+    gateway: Arc<Gateway>,
+    stop: Option<watch::Receiver<bool>>,
+    observer: Option<Arc<dyn Observer>>,
+    hook: Option<SettleHook>,
+    /// `None` once settled.
+    live: Option<LiveStream>,
+}
+
+struct LiveStream {
+    served: Served,
+    upstream: UpstreamStream,
+    /// A slot of the provider's concurrency limit, held until the stream ends.
+    permit: OwnedSemaphorePermit,
+    /// What was read while the stream was opened.
+    pending: std::vec::IntoIter<ProviderEvent>,
+    admission: Admission,
+    answer: Answer,
+    /// Shutdown waits for streams, also for the hook of one whose client left.
+    _running: TaskGuard,
+}
+
+impl Relay {
+    /// The next event for the client; then, once, the outcome; then `None`.
+    pub async fn next(&mut self) -> Option<StreamMessage> {
+        let live = self.live.as_mut()?;
+        let status = loop {
+            let next = match live.pending.next() {
+                Some(event) => Some(Ok(event)),
+                None => tokio::select! {
+                    biased;
+                    reason = interrupted(&mut self.stop, &self.gateway.shutdown) => break OutcomeStatus::Stopped(reason),
+                    next = live.upstream.next() => next,
+                },
+            };
+            let event = match next {
+                None => break OutcomeStatus::Complete,
+                Some(Err(error)) => {
+                    self.gateway.record_result(&live.served.provider, Err(&error));
+                    break OutcomeStatus::Failed(error);
+                }
+                Some(Ok(ProviderEvent::Text(mut text))) => {
+                    // A burst that arrived together goes on as one event: fewer wake-ups and writes.
+                    if let Some(more) = live.upstream.take_ready_text() {
+                        text.push_str(&more);
+                    }
+                    ProviderEvent::Text(text)
+                }
+                Some(Ok(event)) => event,
+            };
+            live.answer.add(&event);
+            if matches!(event, ProviderEvent::Usage(_)) {
+                continue;
+            }
+            if let Some(observer) = &self.observer {
+                observer.event(&event);
+            }
+            return Some(StreamMessage::Event(event));
+        };
+        let live = self.live.take()?;
+        let (outcome, running) = self.gateway.conclude(live, status);
+        let ending = finish(outcome, self.hook.take(), self.observer.take(), running);
+        // The hook persists the answer: in a task of its own, so a client that leaves meanwhile cannot cut
+        // it short by dropping this future.
+        let outcome =
+            tokio::spawn(ending).await.inspect_err(|error| tracing::error!(%error, "a stream's settle hook failed"));
+        Some(StreamMessage::Finished(Box::new(outcome.ok()?)))
+    }
+
+    /// The messages as a stream, for a response body.
+    pub fn into_stream(self) -> impl futures::Stream<Item = StreamMessage> + Send {
+        futures::stream::unfold(self, |mut relay| async move { relay.next().await.map(|message| (message, relay)) })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let Some(live) = self.live.take() else { return };
+        // Without a runtime the process is ending and nothing could be recorded anyway.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (outcome, running) = self.gateway.conclude(live, OutcomeStatus::Stopped(StopReason::Disconnected));
+        tokio::spawn(finish(outcome, self.hook.take(), self.observer.take(), running));
+    }
+}
+
+/// Resolves when the caller asks the stream to stop or the service shuts down.
+async fn interrupted(stop: &mut Option<watch::Receiver<bool>>, shutdown: &ShutdownSignal) -> StopReason {
+    let requested = async {
+        let asked = match stop {
+            Some(stop) => stop.wait_for(|stopped| *stopped).await.is_ok(),
+            None => false,
+        };
+        // A stop handle that is gone can no longer ask.
+        if !asked {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = requested => StopReason::Requested,
+        () = shutdown.clone().triggered() => StopReason::Shutdown,
+    }
+}
+
+/// Runs the transport's hook on the outcome and tells the observer.
+async fn finish(
+    mut outcome: Outcome,
+    hook: Option<SettleHook>,
+    observer: Option<Arc<dyn Observer>>,
+    running: TaskGuard,
+) -> Outcome {
+    if let Some(hook) = hook {
+        outcome = hook(outcome).await;
+    }
+    if let Some(observer) = &observer {
+        observer.finished(&outcome);
+    }
+    drop(running);
+    outcome
 }
 
 /// What a stream has produced so far.

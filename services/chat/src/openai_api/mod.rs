@@ -19,16 +19,14 @@ use saaschat_platform::Problem;
 use saaschat_platform::auth::{ChatScope, ModelsScope, Scoped};
 use saaschat_platform::problem::Json;
 use serde_json::json;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use self::wire::{ChatCompletionRequest, ChunkWriter, completion_json, error_member};
 use crate::cache::{self, CachedAnswer};
 use crate::gateway::error::provider_problem;
-use crate::gateway::{OutcomeStatus, StopHandle, StopReason, StreamMessage};
+use crate::gateway::{OutcomeStatus, StopReason, StreamMessage};
 use crate::limits::estimate;
 use crate::state::AppState;
-use crate::streaming::channels::receiver_stream;
 use crate::streaming::sse;
 
 pub fn routes() -> Router<AppState> {
@@ -121,10 +119,9 @@ async fn chat_completions(
 
     let open = state.gateway.open_stream(admission).await.map_err(Problem::from)?;
     let writer = ChunkWriter { id, created: now(), model: open.served.offer.name.clone(), include_usage };
-    let (sender, receiver) = mpsc::channel(32);
-    tokio::spawn(state.gateway.clone().drive(open, sender, StopHandle::default(), None, None));
+    let relay = state.gateway.relay(open, None, None, None);
     let head = stream::iter([Ok::<Event, Infallible>(Event::default().data(writer.role()))]);
-    let body = receiver_stream(receiver).flat_map(move |message| {
+    let body = relay.into_stream().flat_map(move |message| {
         let events: Vec<Result<Event, Infallible>> = match message {
             StreamMessage::Event(event) => {
                 writer.event(&event).map(|chunk| Ok(Event::default().data(chunk))).into_iter().collect()

@@ -1,13 +1,10 @@
-//! Channel receivers as streams (what `tokio-stream`'s wrappers do, in a few lines rather than a dependency).
+//! A broadcast receiver as a stream (what `tokio-stream`'s wrapper does, in a few lines rather than a
+//! dependency).
 
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use crate::gateway::StreamMessage;
-
-pub fn receiver_stream<T: Send + 'static>(receiver: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
-    futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) })
-}
 
 /// Ends after the outcome, when the stream closes, or when the receiver fell too far behind (the client can
 /// attach again).

@@ -144,10 +144,10 @@ async fn session(state: AppState, user: Authenticated, socket: WebSocket) {
         }
     }
     if shutdown.is_triggered() {
-        // The drivers end their streams on shutdown; their `end` frames go out before the close.
+        // The relays end their streams on shutdown; their `end` frames go out before the close.
         let _ = tokio::time::timeout(DRAIN, async { while streams.join_next().await.is_some() {} }).await;
     } else {
-        // The client left: forwarding ends, which the drivers see as a disconnect.
+        // The client left: dropping the relays settles their answers as disconnects.
         streams.abort_all();
     }
     drop(outgoing);
@@ -176,12 +176,13 @@ async fn handle(
                     let (name, body) = events::start(conversation_id, started.message_id, &started.served);
                     let outgoing = outgoing.clone();
                     let message_id = started.message_id;
-                    let mut receiver = started.receiver;
+                    let mut relay = started.relay;
+                    // Aborting this task (the client left) drops the relay, which settles it as a disconnect.
                     streams.spawn(async move {
                         if outgoing.send(frame(name, body)).await.is_err() {
                             return;
                         }
-                        while let Some(message) = receiver.recv().await {
+                        while let Some(message) = relay.next().await {
                             if let Some((name, body)) = events::frame(conversation_id, message_id, &message)
                                 && outgoing.send(frame(name, body)).await.is_err()
                             {
