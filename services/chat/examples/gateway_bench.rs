@@ -10,7 +10,8 @@
 //!
 //! It starts PostgreSQL and Redis (testkit), the mock upstream and a stand-in auth service (JWKS and API-key
 //! verification) in this process, and the release `saaschat-chat` binary beside this example, then prints a
-//! Markdown table.
+//! Markdown table: latencies and the service's own CPU time per request at each of `BENCH_RATES`, then the
+//! highest rate of `BENCH_RAMP` held (`BENCH_RAMP=none` skips the ramp).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -230,6 +231,17 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
+/// `getconf CLK_TCK`: the unit of `/proc/<pid>/stat`'s CPU times (100 on Linux nearly always).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 /// Waits until the service and this process (the mock) have been idle for half a second, then two more
 /// seconds. After an overloaded run the service still works off the requests it had accepted, and a run
 /// started before it is done measures that backlog instead of its own rate.
@@ -295,17 +307,21 @@ fn main() {
     wait_until_idle(chat_pid);
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "| mode | rate (req/s) | direct p50 | direct p99 | gateway p50 | gateway p99 | overhead p50 | overhead p99 | gateway success |").ok();
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|").ok();
+    let ticks_per_second = clock_ticks_per_second();
+    writeln!(out, "| mode | rate (req/s) | direct p50 | direct p99 | gateway p50 | gateway p99 | overhead p50 | overhead p99 | gateway success | service CPU per request |").ok();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").ok();
     for stream in [false, true] {
         for &rate in &rates {
             let direct_figures = attack(dir.path(), &direct, stream, rate, seconds);
             wait_until_idle(chat_pid);
+            let ticks_before = cpu_ticks(chat_pid);
             let gateway_figures = attack(dir.path(), &gateway, stream, rate, seconds);
+            let service_seconds = (cpu_ticks(chat_pid) - ticks_before) as f64 / ticks_per_second;
+            let cpu_per_request_us = service_seconds * 1e6 / f64::from(rate * seconds);
             wait_until_idle(chat_pid);
             writeln!(
                 out,
-                "| {} | {rate} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}% |",
+                "| {} | {rate} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}% | {cpu_per_request_us:.0} µs |",
                 if stream { "streaming" } else { "non-streaming" },
                 direct_figures.p50_ms,
                 direct_figures.p99_ms,
@@ -318,6 +334,9 @@ fn main() {
             .ok();
             out.flush().ok();
         }
+    }
+    if ramp.is_empty() {
+        return;
     }
     writeln!(out).ok();
     writeln!(
