@@ -11,7 +11,8 @@
 //! It starts PostgreSQL and Redis (testkit), the mock upstream and a stand-in auth service (JWKS and API-key
 //! verification) in this process, and the release `saaschat-chat` binary beside this example, then prints a
 //! Markdown table: latencies and the service's own CPU time per request at each of `BENCH_RATES`, then the
-//! highest rate of `BENCH_RAMP` held (`BENCH_RAMP=none` skips the ramp).
+//! highest rate of `BENCH_RAMP` held (`BENCH_RAMP=none` skips the ramp). `BENCH_MODES=streaming` (or
+//! `non-streaming`) runs one mode only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -272,6 +273,15 @@ fn main() {
         .split(',')
         .filter_map(|rate| rate.trim().parse().ok())
         .collect();
+    let modes: Vec<bool> = std::env::var("BENCH_MODES")
+        .unwrap_or_else(|_| "non-streaming,streaming".into())
+        .split(',')
+        .filter_map(|mode| match mode.trim() {
+            "non-streaming" => Some(false),
+            "streaming" => Some(true),
+            _ => None,
+        })
+        .collect();
     let dir = tempfile::tempdir().expect("dir");
     let postgres = Postgres::start();
     let redis = Redis::start();
@@ -310,7 +320,7 @@ fn main() {
     let ticks_per_second = clock_ticks_per_second();
     writeln!(out, "| mode | rate (req/s) | direct p50 | direct p99 | gateway p50 | gateway p99 | overhead p50 | overhead p99 | gateway success | service CPU per request |").ok();
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").ok();
-    for stream in [false, true] {
+    for &stream in &modes {
         for &rate in &rates {
             let direct_figures = attack(dir.path(), &direct, stream, rate, seconds);
             wait_until_idle(chat_pid);
@@ -345,7 +355,7 @@ fn main() {
     )
     .ok();
     writeln!(out, "|---|---|---|---|").ok();
-    for stream in [false, true] {
+    for &stream in &modes {
         for (name, url) in [("mock directly", &direct), ("through the gateway", &gateway)] {
             let (held, tried) = highest_rate(dir.path(), url, stream, &ramp, seconds, chat_pid);
             let last = tried

@@ -505,12 +505,17 @@ impl Relay {
         };
         let live = self.live.take()?;
         let (outcome, running) = self.gateway.conclude(live, status);
+        let has_hook = self.hook.is_some();
         let ending = finish(outcome, self.hook.take(), self.observer.take(), running);
-        // The hook persists the answer: in a task of its own, so a client that leaves meanwhile cannot cut
-        // it short by dropping this future.
-        let outcome =
-            tokio::spawn(ending).await.inspect_err(|error| tracing::error!(%error, "a stream's settle hook failed"));
-        Some(StreamMessage::Finished(Box::new(outcome.ok()?)))
+        let outcome = if has_hook {
+            // The hook persists the answer: in a task of its own, so that a client leaving meanwhile cannot
+            // cut it short by dropping this future.
+            let finished = tokio::spawn(ending).await;
+            finished.inspect_err(|error| tracing::error!(%error, "a stream's settle hook failed")).ok()?
+        } else {
+            ending.await
+        };
+        Some(StreamMessage::Finished(Box::new(outcome)))
     }
 
     /// The messages as a stream, for a response body.
