@@ -79,7 +79,7 @@ impl Catalog {
                 problems.push(format!("provider {name}: unknown type {:?}", provider.provider_type));
                 continue;
             };
-            let Some(base_url) = provider.base_url.as_deref().filter(|url| is_http_url(url)) else {
+            let Some(base_url) = provider.base_url.as_deref().and_then(http_url) else {
                 problems.push(format!("provider {name}: baseUrl must be an http(s) URL"));
                 continue;
             };
@@ -118,7 +118,7 @@ impl Catalog {
             upstreams.push(Arc::new(Upstream {
                 name: name.clone(),
                 kind,
-                endpoint: Endpoint { base_url: base_url.trim_end_matches('/').to_string(), api_key: Secret::new(key) },
+                endpoint: Endpoint { base_url, api_key: Secret::new(key) },
                 timeout: Duration::from_secs(timeout_seconds),
                 concurrency: Arc::new(Semaphore::new(max_concurrent)),
                 requests_per_minute: u32::try_from(provider.limits.requests_per_minute).unwrap_or(0),
@@ -159,8 +159,8 @@ impl Catalog {
     }
 }
 
-fn is_http_url(text: &str) -> bool {
-    reqwest::Url::parse(text).is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+fn http_url(text: &str) -> Option<reqwest::Url> {
+    reqwest::Url::parse(text).ok().filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
 }
 
 #[cfg(test)]

@@ -216,12 +216,22 @@ pub fn to_completion_request(request: ChatCompletionRequest) -> Result<Completio
     })
 }
 
-pub fn usage_json(usage: Usage) -> Value {
-    json!({
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-    })
+/// OpenAI's `usage` object.
+#[derive(Serialize)]
+struct WireUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl From<Usage> for WireUsage {
+    fn from(usage: Usage) -> WireUsage {
+        WireUsage {
+            prompt_tokens: usage.input_tokens,
+            completion_tokens: usage.output_tokens,
+            total_tokens: usage.input_tokens + usage.output_tokens,
+        }
+    }
 }
 
 fn tool_calls_json(calls: &[ToolCall]) -> Value {
@@ -242,7 +252,7 @@ pub fn completion_json(id: &str, created: i64, model: &str, completion: &Complet
     json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{ "index": 0, "message": message, "logprobs": null, "finish_reason": completion.finish_reason.as_openai() }],
-        "usage": usage_json(usage),
+        "usage": WireUsage::from(usage),
     })
 }
 
@@ -266,6 +276,17 @@ struct Chunk<'a> {
     /// `null` on every chunk before the usage chunk when the client asked for usage; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<()>,
+}
+
+/// The usage-only chunk that ends a stream whose client asked for usage.
+#[derive(Serialize)]
+struct UsageChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: [Choice<'a>; 0],
+    usage: WireUsage,
 }
 
 #[derive(Serialize)]
@@ -326,11 +347,16 @@ impl ChunkWriter {
 
     /// The usage-only chunk: `choices` is an empty array (never null or missing, which strict clients reject).
     pub fn usage(&self, usage: Usage) -> String {
-        json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [], "usage": usage_json(usage),
-        })
-        .to_string()
+        let chunk = UsageChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [],
+            usage: usage.into(),
+        };
+        // Serializing borrowed strings and numbers into a String cannot fail.
+        serde_json::to_string(&chunk).unwrap_or_default()
     }
 }
 

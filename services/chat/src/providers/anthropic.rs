@@ -303,7 +303,7 @@ struct WireMessage {
 impl Provider for Anthropic {
     fn build_request(&self, endpoint: &Endpoint, request: &CompletionRequest, stream: bool) -> UpstreamRequest {
         UpstreamRequest {
-            url: format!("{}/v1/messages", endpoint.base_url.trim_end_matches('/')),
+            url: endpoint.url("v1/messages", None),
             headers: vec![
                 ("x-api-key", endpoint.api_key.clone()),
                 ("anthropic-version", Secret::new(API_VERSION.to_string())),
@@ -405,10 +405,12 @@ mod tests {
                 parameters: json!({"type": "object"}),
             }],
         };
-        let endpoint =
-            Endpoint { base_url: "https://api.anthropic.com".into(), api_key: Secret::new("sk-ant-1".into()) };
+        let endpoint = Endpoint {
+            base_url: "https://api.anthropic.com".parse().expect("url"),
+            api_key: Secret::new("sk-ant-1".into()),
+        };
         let built = Anthropic.build_request(&endpoint, &request, true);
-        assert_eq!(built.url, "https://api.anthropic.com/v1/messages");
+        assert_eq!(built.url.as_str(), "https://api.anthropic.com/v1/messages");
         assert_eq!(built.headers[0].0, "x-api-key");
         assert_eq!(built.headers[1].1.expose(), API_VERSION);
         assert_eq!(

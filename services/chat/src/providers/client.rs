@@ -61,7 +61,7 @@ impl UpstreamClient {
         let body = serde_json::to_vec(&upstream.body).map_err(|error| ProviderError::Protocol(error.to_string()))?;
         let sent = self
             .http
-            .post(&upstream.url)
+            .post(upstream.url)
             .headers(headers)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)

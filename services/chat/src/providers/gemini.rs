@@ -252,13 +252,10 @@ impl StreamDecoder for ResponseDecoder {
 
 impl Provider for Gemini {
     fn build_request(&self, endpoint: &Endpoint, request: &CompletionRequest, stream: bool) -> UpstreamRequest {
-        let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+        let (method, query) =
+            if stream { ("streamGenerateContent", Some("alt=sse")) } else { ("generateContent", None) };
         UpstreamRequest {
-            url: format!(
-                "{}/v1beta/models/{}:{method}",
-                endpoint.base_url.trim_end_matches('/'),
-                model_path(&request.model)
-            ),
+            url: endpoint.url(&format!("v1beta/models/{}:{method}", model_path(&request.model)), query),
             headers: vec![("x-goog-api-key", endpoint.api_key.clone())],
             body: request_body(request),
         }
@@ -348,15 +345,15 @@ mod tests {
             }],
         };
         let endpoint = Endpoint {
-            base_url: "https://generativelanguage.googleapis.com".into(),
+            base_url: "https://generativelanguage.googleapis.com".parse().expect("url"),
             api_key: Secret::new("AIza-1".into()),
         };
         let built = Gemini.build_request(&endpoint, &request, true);
         assert_eq!(
-            built.url,
+            built.url.as_str(),
             "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
         );
-        assert!(!built.url.contains("AIza-1"));
+        assert!(!built.url.as_str().contains("AIza-1"));
         assert_eq!(built.headers[0].0, "x-goog-api-key");
         assert_eq!(
             built.body,
@@ -372,7 +369,11 @@ mod tests {
             })
         );
         assert!(
-            Gemini.build_request(&endpoint, &request, false).url.ends_with("/models/gemini-2.5-flash:generateContent")
+            Gemini
+                .build_request(&endpoint, &request, false)
+                .url
+                .as_str()
+                .ends_with("/models/gemini-2.5-flash:generateContent")
         );
     }
 

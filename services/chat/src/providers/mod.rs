@@ -14,6 +14,7 @@ pub mod sse;
 use std::fmt;
 use std::time::Duration;
 
+use reqwest::Url;
 use saaschat_platform::Secret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -310,7 +311,7 @@ pub fn upstream_text(text: &str) -> String {
 /// The HTTP request an adapter wants sent. Headers that carry the key are [`Secret`]s.
 #[derive(Debug)]
 pub struct UpstreamRequest {
-    pub url: String,
+    pub url: Url,
     pub headers: Vec<(&'static str, Secret<String>)>,
     pub body: Value,
 }
@@ -318,8 +319,21 @@ pub struct UpstreamRequest {
 /// What a configured upstream is: its wire format, where it is, and its key.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
-    pub base_url: String,
+    /// Parsed and checked once, when the configuration is loaded.
+    pub base_url: Url,
     pub api_key: Secret<String>,
+}
+
+impl Endpoint {
+    /// The base URL with `path` after its own path and with `query`. Only those two parts are set, so the
+    /// scheme and host, parsed when the configuration was loaded, are not parsed again for every request.
+    pub fn url(&self, path: &str, query: Option<&str>) -> Url {
+        let mut url = self.base_url.clone();
+        let joined = format!("{}/{}", url.path().trim_end_matches('/'), path.trim_start_matches('/'));
+        url.set_path(&joined);
+        url.set_query(query);
+        url
+    }
 }
 
 /// Turns the bytes of one SSE event into provider events. Stateful: Anthropic sends input tokens in its first
@@ -387,6 +401,20 @@ fn mentions_context_length(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_urls_extend_the_base_path_with_one_slash_and_set_the_query() {
+        let endpoint =
+            |base: &str| Endpoint { base_url: base.parse().expect("url"), api_key: Secret::new(String::new()) };
+        for base in ["http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1/"] {
+            let url = endpoint(base).url("chat/completions", None);
+            assert_eq!(url.as_str(), "http://127.0.0.1:8000/v1/chat/completions");
+        }
+        let url = endpoint("https://example.com").url("/v1beta/models/m:streamGenerateContent", Some("alt=sse"));
+        assert_eq!(url.as_str(), "https://example.com/v1beta/models/m:streamGenerateContent?alt=sse");
+        let url = endpoint("https://example.com/v1?stale=1").url("chat/completions", None);
+        assert_eq!(url.as_str(), "https://example.com/v1/chat/completions", "a query in the base is not carried over");
+    }
 
     #[test]
     fn retry_after_prefers_milliseconds_and_ignores_dates() {

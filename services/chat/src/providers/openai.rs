@@ -291,7 +291,7 @@ struct WireCompletion {
 impl Provider for OpenAi {
     fn build_request(&self, endpoint: &Endpoint, request: &CompletionRequest, stream: bool) -> UpstreamRequest {
         UpstreamRequest {
-            url: format!("{}/chat/completions", endpoint.base_url.trim_end_matches('/')),
+            url: endpoint.url("chat/completions", None),
             headers: vec![("authorization", Secret::new(format!("Bearer {}", endpoint.api_key.expose())))],
             body: request_body(self.dialect, request, stream),
         }
@@ -350,7 +350,10 @@ mod tests {
     }
 
     fn endpoint() -> Endpoint {
-        Endpoint { base_url: "https://api.openai.com/v1/".into(), api_key: Secret::new("sk-test-123".into()) }
+        Endpoint {
+            base_url: "https://api.openai.com/v1/".parse().expect("url"),
+            api_key: Secret::new("sk-test-123".into()),
+        }
     }
 
     /// Feeds a recorded stream through the SSE decoder and the chunk decoder.
@@ -370,7 +373,7 @@ mod tests {
     #[test]
     fn requests_carry_the_system_prompt_as_a_message_and_ask_for_stream_usage() {
         let built = OpenAi { dialect: Dialect::OpenAi }.build_request(&endpoint(), &request(), true);
-        assert_eq!(built.url, "https://api.openai.com/v1/chat/completions");
+        assert_eq!(built.url.as_str(), "https://api.openai.com/v1/chat/completions");
         assert_eq!(built.headers[0].0, "authorization");
         assert_eq!(built.headers[0].1.expose(), "Bearer sk-test-123");
         assert_eq!(

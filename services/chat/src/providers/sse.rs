@@ -46,9 +46,16 @@ impl SseDecoder {
         while index < bytes.len() {
             let byte = bytes[index];
             if byte == b'\n' || byte == b'\r' {
-                self.buffer.extend_from_slice(&bytes[start..index]);
-                let line = std::mem::take(&mut self.buffer);
-                self.line(&line, &mut items);
+                if self.buffer.is_empty() {
+                    // The usual case: the whole line is in this chunk, and is read where it is.
+                    self.line(&bytes[start..index], &mut items);
+                } else {
+                    self.buffer.extend_from_slice(&bytes[start..index]);
+                    let mut line = std::mem::take(&mut self.buffer);
+                    self.line(&line, &mut items);
+                    line.clear();
+                    self.buffer = line;
+                }
                 if byte == b'\r' {
                     if index + 1 == bytes.len() {
                         self.after_carriage_return = true;
