@@ -518,15 +518,21 @@ async fn a_failing_provider_is_skipped_while_its_breaker_is_open_and_tried_again
     assert!(metrics.contains(r#"chat_upstream_attempts_total{provider="primary",result="circuit_open"}"#), "{metrics}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_beyond_a_providers_concurrency_limit_go_to_the_next_candidate() {
-    let world = World::new().await;
+/// A primary provider with room for one call at a time, and a backup in another wire format.
+async fn single_slot_primary_and_backup(world: &World) -> (MockProvider, MockProvider, common::Chat) {
     let primary = MockProvider::start(Wire::OpenAi).await;
     let backup = MockProvider::start(Wire::Anthropic).await;
     let mut primary_spec = world.provider_spec("primary", &primary, Wire::OpenAi, &["model"]);
     primary_spec.max_concurrent = 1;
     let specs = [primary_spec, world.provider_spec("backup", &backup, Wire::Anthropic, &["model"])];
     let chat = world.start_chat(&specs, &Plan::default(), "model", test_options()).await;
+    (primary, backup, chat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_a_providers_concurrency_limit_go_to_the_next_candidate() {
+    let world = World::new().await;
+    let (primary, backup, chat) = single_slot_primary_and_backup(&world).await;
     let token = world.auth.token("alice");
     primary.then(Behaviour::slow(10, Duration::from_millis(50)));
     let mut long = common::SseReader::new(post(&chat, &token, &completion("model", true)).await);
@@ -547,12 +553,7 @@ async fn calls_beyond_a_providers_concurrency_limit_go_to_the_next_candidate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_mid_stream_frees_the_provider_and_is_charged_for_what_it_got() {
     let world = World::new().await;
-    let primary = MockProvider::start(Wire::OpenAi).await;
-    let backup = MockProvider::start(Wire::Anthropic).await;
-    let mut primary_spec = world.provider_spec("primary", &primary, Wire::OpenAi, &["model"]);
-    primary_spec.max_concurrent = 1;
-    let specs = [primary_spec, world.provider_spec("backup", &backup, Wire::Anthropic, &["model"])];
-    let chat = world.start_chat(&specs, &Plan::default(), "model", test_options()).await;
+    let (primary, backup, chat) = single_slot_primary_and_backup(&world).await;
     let token = world.auth.token("alice");
     primary.then(Behaviour::slow(100, Duration::from_millis(30)));
     let mut stream = common::SseReader::new(post(&chat, &token, &completion("model", true)).await);
