@@ -326,7 +326,7 @@ fn main() {
             wait_until_idle(chat_pid);
             let ticks_before = cpu_ticks(chat_pid);
             let gateway_figures = attack(dir.path(), &gateway, stream, rate, seconds);
-            let service_seconds = (cpu_ticks(chat_pid) - ticks_before) as f64 / ticks_per_second;
+            let service_seconds = cpu_ticks(chat_pid).saturating_sub(ticks_before) as f64 / ticks_per_second;
             let cpu_per_request_us = service_seconds * 1e6 / f64::from(rate * seconds);
             wait_until_idle(chat_pid);
             writeln!(

@@ -140,7 +140,8 @@ impl StopHandle {
 pub struct OpenStream {
     pub served: Served,
     upstream: UpstreamStream,
-    _permit: OwnedSemaphorePermit,
+    /// A slot of the provider's concurrency limit, handed on to the relay.
+    permit: OwnedSemaphorePermit,
     first: Vec<ProviderEvent>,
     admission: Admission,
 }
@@ -376,9 +377,7 @@ impl Gateway {
             })
             .await;
         match result {
-            Ok(((upstream, first), served, permit)) => {
-                Ok(OpenStream { served, upstream, _permit: permit, first, admission })
-            }
+            Ok(((upstream, first), served, permit)) => Ok(OpenStream { served, upstream, permit, first, admission }),
             Err(error) => {
                 self.metrics.completions.with_label_values(&["", &admission.request.model, error.kind()]).inc();
                 self.release(admission).await;
@@ -396,7 +395,7 @@ impl Gateway {
         hook: Option<SettleHook>,
     ) -> Relay {
         self.metrics.live_streams.inc();
-        let OpenStream { served, upstream, _permit: permit, first, admission } = open;
+        let OpenStream { served, upstream, permit, first, admission } = open;
         Relay {
             gateway: self.clone(),
             stop: stop.map(StopHandle::subscribe),
