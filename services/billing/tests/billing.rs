@@ -389,6 +389,60 @@ async fn an_admin_opens_a_checkout_then_the_portal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_checkout_makes_the_tenant_a_subscriber() {
+    let billing = Billing::start_with(Options { workers: 1, ..Options::default() }).await;
+    let owner = billing.key.token("owner");
+    let response = billing
+        .http
+        .post(billing.url("/v1/billing/checkout"))
+        .bearer_auth(&owner)
+        .json(&json!({"plan": "pro", "email": "ada@acme.example"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let session: Value = response.json().await.expect("json");
+    let session_id = session["id"].as_str().expect("id").to_string();
+    let customer_id: String =
+        sqlx::query_scalar("SELECT customer_id FROM account").fetch_one(&billing.pool).await.expect("customer");
+
+    // The customer paid: Stripe now shows the session complete, with the subscription it created for the
+    // tenant's customer.
+    let subscription_id = "sub_1Pgc6xB7WZ01zgkW";
+    billing.recorder.overlay(
+        &format!("/v1/checkout/sessions/{session_id}"),
+        json!({"status": "complete", "subscription": subscription_id, "customer": customer_id}),
+    );
+    billing.recorder.overlay(&format!("/v1/subscriptions/{subscription_id}"), json!({"customer": customer_id}));
+    // The event's own payload is not trusted: it claims nothing the service uses.
+    let completed = event("evt_checkout_done", "checkout.session.completed", json!({"id": session_id}));
+    assert_eq!(billing.deliver_signed(&completed).await.status(), StatusCode::OK);
+    assert_eq!(
+        billing.processed("evt_checkout_done").await,
+        format!("applied {subscription_id} (active) as fetched from Stripe")
+    );
+    assert_eq!(billing.recorder.requests_to("GET", &format!("/v1/checkout/sessions/{session_id}")).len(), 1);
+    assert_eq!(billing.recorder.requests_to("GET", &format!("/v1/subscriptions/{subscription_id}")).len(), 1);
+
+    let (state, customer, subscription): (Option<String>, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT state, customer_id, subscription_id FROM account WHERE tenant = $1")
+            .bind(TENANT)
+            .fetch_one(&billing.pool)
+            .await
+            .expect("account");
+    assert_eq!(state.as_deref(), Some("active"));
+    assert_eq!(customer, Some(customer_id));
+    assert_eq!(subscription.as_deref(), Some(subscription_id));
+
+    let response =
+        billing.http.get(billing.url("/v1/billing/subscription")).bearer_auth(&owner).send().await.expect("get");
+    assert_eq!(response.status(), StatusCode::OK);
+    let view: Value = response.json().await.expect("json");
+    assert_eq!(view["state"], "active");
+    assert!(view["currentPeriodEnd"].is_string(), "the period comes from the subscription Stripe returned: {view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_subscription_shows_this_periods_usage() {
     let billing = Billing::start().await;
     for (input, output, cost) in [(100, 50, 30), (1000, 2000, 900)] {

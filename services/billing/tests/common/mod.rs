@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,11 +76,13 @@ impl Recorded {
     }
 }
 
-/// A proxy in front of stripe-mock that records every request and, when told to, answers like a failing Stripe.
+/// A proxy in front of stripe-mock that records every request and, when told to, answers like a failing Stripe
+/// or shows an object in a later state than stripe-mock's fixture.
 #[derive(Clone)]
 pub struct Recorder {
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     pub failing: Arc<AtomicBool>,
+    overlays: Arc<Mutex<HashMap<String, Value>>>,
     upstream: String,
     http: reqwest::Client,
 }
@@ -96,6 +99,21 @@ impl Recorder {
     pub fn fail(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
     }
+
+    /// From now on, a successful answer for `path` has these top-level fields replaced. stripe-mock keeps no
+    /// state, so this is how a test shows an object that has moved on (a Checkout Session the customer
+    /// completed); every other field is still stripe-mock's own.
+    pub fn overlay(&self, path: &str, fields: Value) {
+        self.overlays.lock().expect("lock").insert(path.to_string(), fields);
+    }
+}
+
+fn with_overlay(body: String, overlay: Option<Value>) -> String {
+    let Some(Value::Object(fields)) = overlay else { return body };
+    let mut object: Value = serde_json::from_str(&body).expect("stripe-mock answers JSON");
+    let target = object.as_object_mut().expect("stripe-mock answers an object");
+    target.extend(fields);
+    object.to_string()
 }
 
 async fn forward(
@@ -125,7 +143,9 @@ async fn forward(
     }
     let response = request.body(body).send().await.expect("stripe-mock answers");
     let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
-    (status, [("content-type", "application/json")], response.text().await.expect("body"))
+    let body = response.text().await.expect("body");
+    let overlay = status.is_success().then(|| recorder.overlays.lock().expect("lock").get(uri.path()).cloned());
+    (status, [("content-type", "application/json")], with_overlay(body, overlay.flatten()))
 }
 
 pub struct TestKey {
@@ -201,8 +221,13 @@ impl Billing {
         let redis = Redis::start();
         let stripe = StripeMock::start();
         let http = client();
-        let recorder =
-            Recorder { requests: Arc::default(), failing: Arc::default(), upstream: stripe.url(), http: http.clone() };
+        let recorder = Recorder {
+            requests: Arc::default(),
+            failing: Arc::default(),
+            overlays: Arc::default(),
+            upstream: stripe.url(),
+            http: http.clone(),
+        };
         let recorder_address = serve_router(Router::new().fallback(forward).with_state(recorder.clone())).await;
 
         let key = TestKey::generate();
