@@ -226,8 +226,9 @@ async fn a_refusing_server_dead_letters_after_the_retries_and_a_replay_delivers(
     wait_until("a second dead letter", DELIVERY_TIMEOUT, async || dead_letters(&mut redis).await.len() == 2).await;
     let (_, permanent) = &dead_letters(&mut redis).await[1];
     assert_eq!(permanent["dead_kind"], "rejected");
-    assert_eq!(permanent["dead_attempts"], "1", "a permanent refusal is not retried");
-    assert_eq!(metric(&worker.metrics().await, "email_worker_retries_total"), 2.0);
+    assert_eq!(permanent["dead_attempts"], "3", "a permanent refusal is retried like any other");
+    assert!(permanent["dead_reason"].starts_with("gave up after 3 attempts; the last failed with SMTP 554"));
+    assert_eq!(metric(&worker.metrics().await, "email_worker_retries_total"), 4.0);
     assert_eq!(pending(&mut redis).await, 0);
     assert_eq!(sink.count().await, 0);
 

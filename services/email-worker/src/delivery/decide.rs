@@ -19,6 +19,12 @@ impl SendFailure {
             SendFailure::Unavailable { detail } => format!("SMTP server unavailable: {detail}"),
         }
     }
+
+    /// A `5xx` that is about the message, not about our credentials.
+    fn is_permanent_refusal(&self) -> bool {
+        matches!(self, SendFailure::Rejected { code, .. }
+            if (500..600).contains(code) && !AUTHENTICATION_CODES.contains(code))
+    }
 }
 
 /// Why a message goes to the dead-letter stream; the label is the `kind` field of the entry and of the metric.
@@ -28,9 +34,9 @@ pub enum DeadLetterKind {
     Malformed,
     /// The request cannot become a message: a header with a line break, an address or link that is not valid.
     Invalid,
-    /// The SMTP server refused it for good (5xx).
+    /// Every attempt failed, the last with a permanent refusal (5xx other than authentication).
     Rejected,
-    /// Every attempt failed with a temporary error.
+    /// Every attempt failed, the last with a temporary error.
     Exhausted,
     /// Delivered to workers too often without ever finishing (each one died holding it).
     Redelivered,
@@ -69,29 +75,31 @@ pub enum NextStep {
     DeadLetter { kind: DeadLetterKind, reason: String },
 }
 
-/// Codes that say the server refused *us* (authentication required or failed), not the message: a wrong password
-/// in the tenant's Secret must not dead-letter every email at once, so these are retried like temporary errors.
+/// Codes that say the server refused *us* (authentication required or failed), not the message: the tenant's
+/// configuration is wrong, so these count as temporary.
 const AUTHENTICATION_CODES: [u16; 4] = [530, 534, 535, 538];
 
+/// Attempts in all when the latest failure is a permanent refusal (at most the policy's own).
+///
+/// The server is the platform's relay, not the recipient's, and relays also answer `5xx` for conditions that
+/// clear soon after (a sender being verified, a paused account resumed), so a refusal gets a second and a third
+/// chance. Not the whole temporary schedule: a waiting retry keeps its worker slot, and a batch of emails
+/// refused for good must not hold every slot for the minutes that schedule lasts.
+const PERMANENT_REFUSAL_ATTEMPTS: u32 = 3;
+
 /// Decides the step after attempt number `attempt` (from 1) failed. `jitter` in `[0, 1)` spreads the retries of
-/// many workers.
+/// many workers. The dead letter's kind says whether the last failure was a permanent refusal.
 pub fn after_failure(failure: &SendFailure, attempt: u32, policy: &RetryPolicy, jitter: f64) -> NextStep {
-    if let SendFailure::Rejected { code, .. } = failure
-        && (500..600).contains(code)
-        && !AUTHENTICATION_CODES.contains(code)
-    {
-        return NextStep::DeadLetter {
-            kind: DeadLetterKind::Rejected,
-            reason: format!("refused for good: {}", failure.describe()),
-        };
+    let permanent = failure.is_permanent_refusal();
+    let limit = if permanent { policy.max_attempts.min(PERMANENT_REFUSAL_ATTEMPTS) } else { policy.max_attempts };
+    if attempt < limit {
+        return NextStep::RetryAfter(backoff(attempt, policy, jitter));
     }
-    if attempt >= policy.max_attempts {
-        return NextStep::DeadLetter {
-            kind: DeadLetterKind::Exhausted,
-            reason: format!("gave up after {attempt} attempts; the last failed with {}", failure.describe()),
-        };
+    let kind = if permanent { DeadLetterKind::Rejected } else { DeadLetterKind::Exhausted };
+    NextStep::DeadLetter {
+        kind,
+        reason: format!("gave up after {attempt} attempts; the last failed with {}", failure.describe()),
     }
-    NextStep::RetryAfter(backoff(attempt, policy, jitter))
 }
 
 /// The delay after failed attempt `attempt`: the base doubled per attempt, at most `max`, then shortened by up to
@@ -161,16 +169,26 @@ mod tests {
     }
 
     #[test]
-    fn permanent_refusals_dead_letter_at_once() {
+    fn permanent_refusals_are_retried_twice_then_dead_lettered_as_rejected() {
         for code in [550, 551, 552, 553, 554] {
+            assert_eq!(after_failure(&rejected(code), 1, &POLICY, 0.0), NextStep::RetryAfter(Duration::from_secs(1)));
+            assert_eq!(after_failure(&rejected(code), 2, &POLICY, 0.0), NextStep::RetryAfter(Duration::from_secs(2)));
             assert_eq!(
-                after_failure(&rejected(code), 1, &POLICY, 0.0),
+                after_failure(&rejected(code), 3, &POLICY, 0.0),
                 NextStep::DeadLetter {
                     kind: DeadLetterKind::Rejected,
-                    reason: format!("refused for good: SMTP {code}: no")
+                    reason: format!("gave up after 3 attempts; the last failed with SMTP {code}: no")
                 }
             );
         }
+        // A temporary failure at the third attempt keeps the longer schedule; a policy shorter than the
+        // refusal budget wins.
+        assert_eq!(after_failure(&rejected(451), 3, &POLICY, 0.0), NextStep::RetryAfter(Duration::from_secs(4)));
+        let single = RetryPolicy { max_attempts: 1, ..POLICY };
+        assert!(matches!(
+            after_failure(&rejected(550), 1, &single, 0.0),
+            NextStep::DeadLetter { kind: DeadLetterKind::Rejected, .. }
+        ));
     }
 
     #[test]
