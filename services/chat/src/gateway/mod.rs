@@ -333,20 +333,29 @@ impl Gateway {
         }
     }
 
-    /// Replaces the reservation with the real usage and records the usage event, in a task of its own so the
-    /// answer does not wait for Redis; shutdown waits for it through the task tracker.
+    /// Replaces the reservation with the real usage and records the usage event. Usually both are done here,
+    /// without waiting: the lease absorbs the difference and the event fits in the writer's queue. Otherwise
+    /// (Redis must be told, or the queue is full) the rest runs in a task of its own so the answer does not
+    /// wait; shutdown waits for it through the task tracker.
     fn settle(&self, admission: &Admission, served: &Served, usage: Usage, outcome: &str) {
         let model = served.offer.name.as_str();
         self.metrics.completions.with_label_values(&[&served.provider, model, outcome]).inc();
         self.metrics.tokens.with_label_values(&[&served.provider, model, "input"]).inc_by(usage.input_tokens);
         self.metrics.tokens.with_label_values(&[&served.provider, model, "output"]).inc_by(usage.output_tokens);
-        let (limiter, recorder, reservation) =
-            (self.limiter.clone(), self.usage.clone(), admission.reservation.clone());
+        let remainder = self.limiter.settle_in_lease(&admission.reservation, usage.input_tokens + usage.output_tokens);
         let event = UsageEvent::new(&admission.user_id, &served.provider, &served.offer, usage);
-        let running = self.tasks.enter();
+        let unqueued = self.usage.try_record(event).err();
+        if remainder.is_none() && unqueued.is_none() {
+            return;
+        }
+        let (limiter, recorder, running) = (self.limiter.clone(), self.usage.clone(), self.tasks.enter());
         tokio::spawn(async move {
-            limiter.settle(&reservation, usage.input_tokens + usage.output_tokens).await;
-            recorder.record(event).await;
+            if let Some(remainder) = remainder {
+                limiter.settle_remainder(remainder).await;
+            }
+            if let Some(event) = unqueued {
+                recorder.record(event).await;
+            }
             drop(running);
         });
     }

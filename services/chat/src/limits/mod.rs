@@ -244,6 +244,14 @@ pub struct Reservation {
     pub first_provider_slot: bool,
 }
 
+/// What a settlement leaves for the month's counter in Redis, in tokens (negative gives tokens back).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "the month's counter keeps the estimate unless the remainder is settled"]
+pub struct Remainder {
+    month_key: String,
+    delta: i64,
+}
+
 #[derive(Clone)]
 pub struct Limiter {
     redis: ConnectionManager,
@@ -474,15 +482,25 @@ impl Limiter {
     /// Replaces the reservation with the tokens really used: in the month's lease while it lasts, otherwise
     /// in Redis.
     pub async fn settle(&self, reservation: &Reservation, used_tokens: u64) {
+        if let Some(remainder) = self.settle_in_lease(reservation, used_tokens) {
+            self.settle_remainder(remainder).await;
+        }
+    }
+
+    /// The part of [`settle`](Self::settle) that needs no Redis: the month's lease absorbs what it can, and
+    /// what it cannot is returned for [`settle_remainder`](Self::settle_remainder).
+    pub fn settle_in_lease(&self, reservation: &Reservation, used_tokens: u64) -> Option<Remainder> {
         let delta = i128::from(used_tokens) - i128::from(reservation.reserved_tokens);
         let delta = i64::try_from(delta).unwrap_or(0);
         let delta = lock(&self.leases).settle(&reservation.month_key, delta, Instant::now());
-        if delta == 0 {
-            return;
-        }
+        (delta != 0).then(|| Remainder { month_key: reservation.month_key.clone(), delta })
+    }
+
+    /// Applies to the month's counter in Redis what the lease could not absorb.
+    pub async fn settle_remainder(&self, remainder: Remainder) {
+        let Remainder { month_key, delta } = remainder;
         let mut redis = self.redis.clone();
-        let result: Result<i64, _> =
-            ::redis::cmd("INCRBY").arg(&reservation.month_key).arg(delta).query_async(&mut redis).await;
+        let result: Result<i64, _> = ::redis::cmd("INCRBY").arg(&month_key).arg(delta).query_async(&mut redis).await;
         if let Err(error) = result {
             tracing::warn!(%error, delta, "cannot settle a token reservation; the monthly counter keeps the estimate");
         }

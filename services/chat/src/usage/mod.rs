@@ -4,11 +4,12 @@
 
 pub mod cost;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -57,26 +58,67 @@ const LINGER: Duration = Duration::from_millis(50);
 /// Hands usage events to the writer task. Cloning shares the queue.
 #[derive(Clone)]
 pub struct UsageRecorder {
+    queue: Arc<Queue>,
+}
+
+/// The sending side, and the writer's early wake-up: while it lingers over a batch the writer is not woken by
+/// each event (a thousand wake-ups a second at a steady rate), only by a full batch or the last recorder
+/// going away.
+struct Queue {
     sender: mpsc::Sender<UsageEvent>,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
 }
 
 impl UsageRecorder {
     /// Starts the writer; it ends, after writing everything queued, once every recorder is dropped.
     pub fn start(pool: PgPool) -> (UsageRecorder, JoinHandle<()>) {
-        let (sender, receiver) = mpsc::channel(QUEUE);
-        (UsageRecorder { sender }, tokio::spawn(write_batches(pool, receiver)))
+        let (recorder, receiver, wake) = UsageRecorder::queue();
+        (recorder, tokio::spawn(write_batches(pool, receiver, wake)))
     }
 
+    fn queue() -> (UsageRecorder, mpsc::Receiver<UsageEvent>, Arc<Notify>) {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let wake = Arc::new(Notify::new());
+        (UsageRecorder { queue: Arc::new(Queue { sender, wake: wake.clone() }) }, receiver, wake)
+    }
+
+    /// Queues the event without waiting; gives it back when the queue is full (or the writer is gone), for
+    /// [`record`](Self::record).
+    pub fn try_record(&self, event: UsageEvent) -> Result<(), UsageEvent> {
+        match self.queue.sender.try_send(event) {
+            Ok(()) => {
+                self.wake_for_a_full_batch();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event)) => Err(event),
+        }
+    }
+
+    /// Queues the event, waiting for room.
     pub async fn record(&self, event: UsageEvent) {
-        if self.sender.send(event).await.is_err() {
+        if self.queue.sender.send(event).await.is_err() {
             tracing::error!("the usage writer has stopped; a usage event is lost");
+            return;
+        }
+        self.wake_for_a_full_batch();
+    }
+
+    fn wake_for_a_full_batch(&self) {
+        if QUEUE - self.queue.sender.capacity() >= BATCH {
+            self.queue.wake.notify_one();
         }
     }
 }
 
-async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<UsageEvent>) {
+async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<UsageEvent>, wake: Arc<Notify>) {
     let mut batch = Vec::with_capacity(BATCH);
-    while next_batch(&mut receiver, &mut batch).await {
+    while next_batch(&mut receiver, &wake, &mut batch).await {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -96,19 +138,20 @@ async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<UsageEvent>) {
     }
 }
 
-/// Fills `batch` with the next events: waits for the first, then for up to [`LINGER`] or until the batch is
-/// full. False once the queue is closed and empty; a closed queue ends the wait early, so everything queued
-/// at shutdown is written without delay.
-async fn next_batch(receiver: &mut mpsc::Receiver<UsageEvent>, batch: &mut Vec<UsageEvent>) -> bool {
+/// Fills `batch` with the next events: waits for the first, then for up to [`LINGER`] or until a batch is
+/// queued, whichever comes first. False once the queue is closed and empty; the last recorder going away ends
+/// the wait early, so everything queued at shutdown is written without delay.
+async fn next_batch(receiver: &mut mpsc::Receiver<UsageEvent>, wake: &Notify, batch: &mut Vec<UsageEvent>) -> bool {
     if receiver.recv_many(batch, BATCH).await == 0 {
         return false;
     }
-    let deadline = tokio::time::Instant::now() + LINGER;
+    if batch.len() < BATCH && !receiver.is_closed() {
+        let _ = tokio::time::timeout(LINGER, wake.notified()).await;
+    }
     while batch.len() < BATCH {
-        // `recv_many` is cancel-safe: an event is either in the batch or still queued.
-        match tokio::time::timeout_at(deadline, receiver.recv_many(batch, BATCH - batch.len())).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        match receiver.try_recv() {
+            Ok(event) => batch.push(event),
+            Err(_) => break,
         }
     }
     true
@@ -155,51 +198,94 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn events_arriving_within_the_linger_share_one_batch() {
-        let (sender, mut receiver) = mpsc::channel(QUEUE);
+        let (recorder, mut receiver, wake) = UsageRecorder::queue();
         let trickle = tokio::spawn(async move {
             for user in ["a", "b", "c"] {
-                sender.send(event(user)).await.expect("queued");
+                recorder.record(event(user)).await;
                 tokio::time::sleep(LINGER / 4).await;
             }
             tokio::time::sleep(LINGER * 2).await;
-            sender.send(event("late")).await.expect("queued");
+            recorder.record(event("late")).await;
         });
         let mut batch = Vec::new();
-        assert!(next_batch(&mut receiver, &mut batch).await);
+        let started = tokio::time::Instant::now();
+        assert!(next_batch(&mut receiver, &wake, &mut batch).await);
+        assert_eq!(started.elapsed(), LINGER, "the writer lingers for the whole window, not woken per event");
         let users: Vec<_> = batch.iter().map(|event| event.user_id.as_str()).collect();
         assert_eq!(users, ["a", "b", "c"]);
         batch.clear();
-        assert!(next_batch(&mut receiver, &mut batch).await);
+        assert!(next_batch(&mut receiver, &wake, &mut batch).await);
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].user_id, "late");
         trickle.await.expect("sender");
         batch.clear();
-        assert!(!next_batch(&mut receiver, &mut batch).await, "closed and empty");
+        assert!(!next_batch(&mut receiver, &wake, &mut batch).await, "closed and empty");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_recorder_going_away_ends_the_linger() {
+        let (recorder, mut receiver, wake) = UsageRecorder::queue();
+        let other = recorder.clone();
+        recorder.record(event("a")).await;
+        let closing = tokio::spawn(async move {
+            tokio::time::sleep(LINGER / 5).await;
+            other.record(event("b")).await;
+            drop(recorder);
+            drop(other);
+        });
+        let started = tokio::time::Instant::now();
+        let mut batch = Vec::new();
+        assert!(next_batch(&mut receiver, &wake, &mut batch).await);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(started.elapsed(), LINGER / 5);
+        closing.await.expect("closing");
+        batch.clear();
+        assert!(!next_batch(&mut receiver, &wake, &mut batch).await, "closed and empty");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_closed_queue_is_written_without_waiting_out_the_linger() {
-        let (sender, mut receiver) = mpsc::channel(QUEUE);
-        sender.send(event("a")).await.expect("queued");
-        drop(sender);
+        let (recorder, mut receiver, wake) = UsageRecorder::queue();
+        recorder.record(event("a")).await;
+        drop(recorder);
         let started = tokio::time::Instant::now();
         let mut batch = Vec::new();
-        assert!(next_batch(&mut receiver, &mut batch).await);
+        assert!(next_batch(&mut receiver, &wake, &mut batch).await);
         assert_eq!(batch.len(), 1);
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_full_batch_is_written_at_once() {
-        let (sender, mut receiver) = mpsc::channel(QUEUE);
-        for _ in 0..BATCH + 1 {
-            sender.send(event("a")).await.expect("queued");
-        }
+        let (recorder, mut receiver, wake) = UsageRecorder::queue();
+        recorder.record(event("a")).await;
+        let filling = tokio::spawn(async move {
+            tokio::time::sleep(LINGER / 5).await;
+            for _ in 0..BATCH {
+                recorder.try_record(event("a")).expect("room");
+            }
+            recorder
+        });
         let started = tokio::time::Instant::now();
         let mut batch = Vec::new();
-        assert!(next_batch(&mut receiver, &mut batch).await);
+        assert!(next_batch(&mut receiver, &wake, &mut batch).await);
         assert_eq!(batch.len(), BATCH);
-        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(started.elapsed(), LINGER / 5);
+        let recorder = filling.await.expect("filling");
+        batch.clear();
+        assert!(next_batch(&mut receiver, &wake, &mut batch).await);
+        assert_eq!(batch.len(), 1, "the rest starts the next batch");
+        drop(recorder);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_gives_the_event_back() {
+        let (recorder, _receiver, _wake) = UsageRecorder::queue();
+        for _ in 0..QUEUE {
+            recorder.try_record(event("a")).expect("room");
+        }
+        let refused = recorder.try_record(event("b")).expect_err("full");
+        assert_eq!(refused.user_id, "b");
     }
 
     #[test]
