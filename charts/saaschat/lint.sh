@@ -51,7 +51,9 @@ step "helm lint --strict charts/saaschat"
 step "helm lint --strict charts/saaschat (ServiceMonitor, every optional value set)"
 "$helm" lint --strict charts/saaschat --set serviceMonitor.enabled=true \
   --set services.postgresImage=postgres:17.6 --set services.redisImage=redis:8.2 \
-  --set operator.concurrency=4 --set operator.resyncSeconds=600 --set operator.logLevel=debug
+  --set operator.concurrency=4 --set operator.resyncSeconds=600 --set operator.logLevel=debug \
+  --set tenantTelemetry.otlpEndpoint=http://otel-collector.observability.svc:4318 \
+  --set tenantTelemetry.sentryDsn=https://key@o1.ingest.sentry.io/42 --set tenantTelemetry.sentryEnvironment=production
 
 rendered=$(mktemp)
 trap 'rm -f "$rendered"; rm -rf "${staging:-}"' EXIT

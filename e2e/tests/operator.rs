@@ -235,7 +235,18 @@ async fn api_rejects_invalid_specs_with_our_messages() {
 #[ignore = "needs the local control plane: run scripts/test"]
 async fn the_sample_tenant_lives_its_whole_life() {
     let client = setup().await;
-    let operator = Operator::start("lifecycle").expect("operator starts");
+    // Telemetry receivers configured for the tenants: an in-cluster collector and an outside Sentry.
+    let collector = "http://otel-collector.observability.svc:4318";
+    let sentry = "https://public-key@o1.ingest.sentry.io/42";
+    let operator = Operator::start_with(
+        "lifecycle",
+        &[
+            ("SAASCHAT_RESYNC_SECONDS", "3"),
+            ("SAASCHAT_TENANT_OTLP_ENDPOINT", collector),
+            ("SAASCHAT_TENANT_SENTRY_DSN", sentry),
+        ],
+    )
+    .expect("operator starts");
     for file in ["00-provider-secret.yaml", "01-aiprovider.yaml", "02-chattenant.yaml", "03-subscription.yaml"] {
         kubectl_ok(&["apply", "-f", "-"], Some(&sample(file))).expect("sample applies");
     }
@@ -246,6 +257,33 @@ async fn the_sample_tenant_lives_its_whole_life() {
     assert!(status.components.iter().all(|c| c.ready) && status.components.len() == 6);
     let namespace = "tenant-acme";
     assert_complete(&client, namespace).await;
+
+    // Every service sends its telemetry where the operator was told, and its NetworkPolicy (accepted by the
+    // API server, or the tenant would not be Ready) lets it reach the collector's namespace.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
+    for service in ["auth", "chat", "billing", "email-worker"] {
+        let deployment = deployments.get(service).await.expect("deployment");
+        let env: BTreeMap<String, String> = deployment
+            .spec
+            .and_then(|spec| spec.template.spec)
+            .map(|pod| pod.containers[0].env.clone().unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|var| Some((var.name, var.value?)))
+            .collect();
+        assert_eq!(env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(String::as_str), Some(collector), "{service}");
+        assert_eq!(env.get("SENTRY_DSN").map(String::as_str), Some(sentry), "{service}");
+        let policy = serde_json::to_value(policies.get(service).await.expect("policy")).expect("json");
+        let egress = policy["spec"]["egress"].as_array().cloned().unwrap_or_default();
+        assert!(
+            egress.iter().any(|rule| {
+                rule["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "observability"
+                    && rule["ports"][0]["port"] == 4318
+            }),
+            "{service} may reach the collector: {egress:?}"
+        );
+    }
 
     // Pod Security restricted is enforced, and every pod the operator created was admitted.
     let ns = Api::<Namespace>::all(client.clone()).get(namespace).await.expect("namespace");

@@ -1,4 +1,7 @@
-//! Operator-wide settings that shape every tenant (images, namespaces), from flags or environment.
+//! Operator-wide settings that shape every tenant (images, namespaces, where telemetry goes), from flags or
+//! environment.
+
+use std::fmt;
 
 use clap::Args;
 
@@ -24,6 +27,76 @@ pub struct Settings {
     /// Namespace of the ingress controller, the only one allowed to reach the public services.
     #[arg(long, env = "SAASCHAT_INGRESS_NAMESPACE", default_value = "ingress-nginx")]
     pub ingress_namespace: String,
+    /// OTLP/HTTP endpoint that the tenants' services send traces to, for example
+    /// `http://otel-collector.observability.svc:4318`: their `OTEL_EXPORTER_OTLP_ENDPOINT`, and allowed by their
+    /// NetworkPolicies. Unset, no traces leave the tenants' pods.
+    #[arg(long, env = "SAASCHAT_TENANT_OTLP_ENDPOINT", value_parser = TelemetryUrl::otlp_endpoint)]
+    pub tenant_otlp_endpoint: Option<TelemetryUrl>,
+    /// Sentry DSN that the tenants' services report errors to: their `SENTRY_DSN`, and allowed by their
+    /// NetworkPolicies. Unset, no error reports leave the tenants' pods.
+    #[arg(long, env = "SAASCHAT_TENANT_SENTRY_DSN", value_parser = TelemetryUrl::sentry_dsn)]
+    pub tenant_sentry_dsn: Option<TelemetryUrl>,
+    /// `SENTRY_ENVIRONMENT` of the tenants' services, for example `production`.
+    #[arg(long, env = "SAASCHAT_TENANT_SENTRY_ENVIRONMENT")]
+    pub tenant_sentry_environment: Option<String>,
+}
+
+/// Where a telemetry URL leads, as a NetworkPolicy needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A Service of this cluster (`<service>.<namespace>.svc[.<cluster domain>]`): allowed to that namespace only.
+    InCluster { namespace: String, port: u16 },
+    /// Anywhere else: allowed to any address outside the cluster on that port.
+    Outside { port: u16 },
+}
+
+/// A checked `http(s)` URL of a telemetry receiver, kept as given.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TelemetryUrl {
+    pub url: String,
+    pub destination: Destination,
+}
+
+impl TelemetryUrl {
+    /// An OTLP/HTTP endpoint: an `http` or `https` URL with a host.
+    pub fn otlp_endpoint(text: &str) -> Result<TelemetryUrl, String> {
+        TelemetryUrl::parse(text).map(|(_, parsed)| parsed)
+    }
+
+    /// A Sentry DSN: `https://<public key>@<host>/<project id>`.
+    pub fn sentry_dsn(text: &str) -> Result<TelemetryUrl, String> {
+        let (url, parsed) = TelemetryUrl::parse(text)?;
+        if url.username().is_empty() {
+            return Err("a Sentry DSN names its public key before the host (https://<key>@<host>/<project>)".into());
+        }
+        if url.path_segments().and_then(|mut segments| segments.next_back()).is_none_or(str::is_empty) {
+            return Err("a Sentry DSN ends with the project id (https://<key>@<host>/<project>)".into());
+        }
+        Ok(parsed)
+    }
+
+    fn parse(text: &str) -> Result<(url::Url, TelemetryUrl), String> {
+        let url = url::Url::parse(text.trim()).map_err(|error| format!("not a URL: {error}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("the scheme must be http or https, not {}", url.scheme()));
+        }
+        let host = url.host_str().filter(|host| !host.is_empty()).ok_or("the URL has no host")?;
+        let port = url.port_or_known_default().ok_or("the URL has no port")?;
+        let labels: Vec<&str> = host.split('.').collect();
+        let destination = match labels.as_slice() {
+            [_, namespace, "svc", ..] => Destination::InCluster { namespace: (*namespace).to_string(), port },
+            _ => Destination::Outside { port },
+        };
+        let parsed = TelemetryUrl { url: text.trim().to_string(), destination };
+        Ok((url, parsed))
+    }
+}
+
+/// Shows where the URL leads, never its credentials (a DSN carries a key).
+impl fmt::Debug for TelemetryUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetryUrl").field("destination", &self.destination).finish_non_exhaustive()
+    }
 }
 
 impl Default for Settings {
@@ -35,6 +108,9 @@ impl Default for Settings {
             postgres_image: "docker.io/library/postgres:17.6".into(),
             redis_image: "docker.io/library/redis:8.2".into(),
             ingress_namespace: "ingress-nginx".into(),
+            tenant_otlp_endpoint: None,
+            tenant_sentry_dsn: None,
+            tenant_sentry_environment: None,
         }
     }
 }
@@ -43,5 +119,38 @@ impl Settings {
     /// The default image of a service.
     pub fn service_image(&self, component: Component) -> String {
         format!("{}/saaschat-{}:{}", self.image_registry, component.name(), self.image_tag)
+    }
+
+    /// Where the tenants' services send telemetry.
+    pub fn telemetry_destinations(&self) -> impl Iterator<Item = &Destination> {
+        [&self.tenant_otlp_endpoint, &self.tenant_sentry_dsn].into_iter().flatten().map(|url| &url.destination)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telemetry_urls_of_cluster_services_lead_to_their_namespace() {
+        let destination = |text: &str| TelemetryUrl::otlp_endpoint(text).map(|url| url.destination);
+        let in_cluster = |namespace: &str, port| Ok(Destination::InCluster { namespace: namespace.into(), port });
+        assert_eq!(destination("http://otel-collector.observability.svc:4318"), in_cluster("observability", 4318));
+        assert_eq!(destination("http://otel.monitoring.svc.cluster.local:4318/"), in_cluster("monitoring", 4318));
+        assert_eq!(destination("https://otlp.example.com"), Ok(Destination::Outside { port: 443 }));
+        assert_eq!(destination("http://collector.example.com:4318"), Ok(Destination::Outside { port: 4318 }));
+        assert_eq!(destination("http://10.0.0.7"), Ok(Destination::Outside { port: 80 }));
+    }
+
+    #[test]
+    fn bad_telemetry_urls_are_refused_with_the_reason() {
+        assert!(TelemetryUrl::otlp_endpoint("otel-collector:4318").is_err_and(|e| e.contains("scheme")));
+        assert!(TelemetryUrl::otlp_endpoint("grpc://collector:4317").is_err_and(|e| e.contains("http or https")));
+        assert!(TelemetryUrl::otlp_endpoint("not a url").is_err_and(|e| e.starts_with("not a URL")));
+        assert!(TelemetryUrl::sentry_dsn("https://o1.ingest.sentry.io/42").is_err_and(|e| e.contains("public key")));
+        assert!(TelemetryUrl::sentry_dsn("https://abc@o1.ingest.sentry.io/").is_err_and(|e| e.contains("project")));
+        let dsn = TelemetryUrl::sentry_dsn("https://abc123@o1.ingest.sentry.io/42").expect("a DSN");
+        assert_eq!(dsn.destination, Destination::Outside { port: 443 });
+        assert!(!format!("{dsn:?}").contains("abc123"), "the key never reaches a log");
     }
 }

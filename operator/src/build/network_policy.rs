@@ -14,6 +14,7 @@ use super::workloads::HTTP_PORT;
 use super::{DesiredObject, TenantInputs};
 use crate::kinds::OwnedKind;
 use crate::names::{self, Component};
+use crate::settings::Destination;
 
 /// Who calls whom inside the tenant, on which port.
 const INTERNAL_TRAFFIC: [(Component, Component, i32); 9] = [
@@ -137,6 +138,22 @@ fn component_policy(inputs: &TenantInputs<'_>, component: Component) -> DesiredO
         }
     }
     outside_ports.extend(internet_ports(inputs, component));
+    if Component::SERVICES.contains(&component) {
+        for destination in inputs.settings.telemetry_destinations() {
+            match destination {
+                Destination::InCluster { namespace, port: number } => egress.push(NetworkPolicyEgressRule {
+                    to: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: Some(match_labels([("kubernetes.io/metadata.name", namespace.as_str())])),
+                        ..NetworkPolicyPeer::default()
+                    }]),
+                    ports: Some(vec![port("TCP", i32::from(*number))]),
+                }),
+                Destination::Outside { port: number } => {
+                    outside_ports.insert(i32::from(*number));
+                }
+            }
+        }
+    }
     if !outside_ports.is_empty() {
         egress.push(NetworkPolicyEgressRule {
             to: Some(vec![

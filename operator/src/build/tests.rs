@@ -12,6 +12,7 @@ use super::network_policy::url_port;
 use super::secrets::{GeneratedSecret, SecretSource};
 use super::*;
 use crate::plan::EffectivePlan;
+use crate::settings::TelemetryUrl;
 
 fn build(inputs: &Inputs) -> DesiredState {
     desired_state(&inputs.get())
@@ -436,6 +437,81 @@ fn network_policies_deny_by_default_and_allow_exactly_the_needed_paths() {
     assert!(internet("chat").contains("169.254.169.254/32"), "but never the metadata endpoint");
     assert_eq!(internet("auth"), "[]", "auth never leaves the namespace");
     assert_eq!(internet("postgres"), "[]");
+}
+
+#[test]
+fn telemetry_settings_reach_every_service_and_its_network_policy() {
+    let env_of = |state: &DesiredState| -> Vec<(String, Vec<(String, String)>)> {
+        let pods = typed::<Deployment>(state, OwnedKind::Deployment)
+            .into_iter()
+            .map(|d| (d.metadata.name, d.spec.and_then(|s| s.template.spec)))
+            .chain(
+                typed::<StatefulSet>(state, OwnedKind::StatefulSet)
+                    .into_iter()
+                    .map(|s| (s.metadata.name, s.spec.and_then(|s| s.template.spec))),
+            );
+        let mut env: Vec<_> = pods
+            .map(|(name, pod)| {
+                let telemetry = pod
+                    .map(|pod| pod.containers.into_iter().flat_map(|c| c.env.unwrap_or_default()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|var| var.name.starts_with("OTEL_EXPORTER") || var.name.starts_with("SENTRY"))
+                    .map(|var| (var.name, var.value.unwrap_or_default()))
+                    .collect();
+                (name.unwrap_or_default(), telemetry)
+            })
+            .collect();
+        env.sort();
+        env
+    };
+    let unset = build(&Inputs::new(tenant("acme")));
+    assert!(env_of(&unset).iter().all(|(_, telemetry)| telemetry.is_empty()), "nothing is sent unless configured");
+
+    let mut inputs = Inputs::new(tenant("acme"));
+    inputs.settings.tenant_otlp_endpoint =
+        Some(TelemetryUrl::otlp_endpoint("http://otel-collector.observability.svc:4318").expect("endpoint"));
+    inputs.settings.tenant_sentry_dsn =
+        Some(TelemetryUrl::sentry_dsn("https://abc123@o1.ingest.sentry.io:8443/42").expect("dsn"));
+    inputs.settings.tenant_sentry_environment = Some("production".into());
+    let state = build(&inputs);
+    let expected = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), "http://otel-collector.observability.svc:4318".to_string()),
+        ("SENTRY_DSN".to_string(), "https://abc123@o1.ingest.sentry.io:8443/42".to_string()),
+        ("SENTRY_ENVIRONMENT".to_string(), "production".to_string()),
+    ];
+    let telemetry_env = env_of(&state);
+    assert_eq!(telemetry_env.len(), 6, "four services and two data stores");
+    for (name, telemetry) in telemetry_env {
+        if ["postgres", "redis"].contains(&name.as_str()) {
+            assert!(telemetry.is_empty(), "{name} is not ours to instrument");
+        } else {
+            assert_eq!(telemetry, expected, "{name}");
+        }
+    }
+
+    for policy in typed::<NetworkPolicy>(&state, OwnedKind::NetworkPolicy) {
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let egress = policy.spec.and_then(|s| s.egress).unwrap_or_default();
+        let to_collector = egress.iter().any(|rule| {
+            let peers = rule.to.clone().unwrap_or_default();
+            let ports = serde_json::to_string(&rule.ports).expect("json");
+            peers.iter().any(|peer| {
+                peer.namespace_selector.as_ref().and_then(|s| s.match_labels.clone()).is_some_and(|labels| {
+                    labels.get("kubernetes.io/metadata.name").map(String::as_str) == Some("observability")
+                })
+            }) && ports.contains("4318")
+        });
+        let to_sentry = egress.iter().any(|rule| {
+            let outside = rule.to.iter().flatten().any(|peer| peer.ip_block.is_some());
+            outside && serde_json::to_string(&rule.ports).expect("json").contains("8443")
+        });
+        if Component::SERVICES.iter().any(|c| c.name() == name) {
+            assert!(to_collector && to_sentry, "{name} reaches the collector and Sentry");
+        } else {
+            assert!(!to_collector && !to_sentry, "{name} sends no telemetry");
+        }
+    }
 }
 
 #[test]

@@ -209,6 +209,17 @@ fn env(inputs: &TenantInputs<'_>, component: Component) -> Vec<EnvVar> {
     if component != Component::EmailWorker {
         env.push(env_from_secret("DATABASE_URL", secret::POSTGRES, "url"));
     }
+    let settings = inputs.settings;
+    if let Some(endpoint) = &settings.tenant_otlp_endpoint {
+        env.push(value("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.url.clone()));
+    }
+    // A DSN only lets its holder send events (Sentry's own clients embed it in web pages), so it is a plain value.
+    if let Some(dsn) = &settings.tenant_sentry_dsn {
+        env.push(value("SENTRY_DSN", dsn.url.clone()));
+    }
+    if let Some(environment) = &settings.tenant_sentry_environment {
+        env.push(value("SENTRY_ENVIRONMENT", environment.clone()));
+    }
     env
 }
 
