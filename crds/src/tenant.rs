@@ -393,6 +393,11 @@ pub struct ChatTenantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub components: Vec<ComponentStatus>,
+    /// Secrets the operator copied into the tenant namespace. The operator reads Secrets only by name, so it
+    /// remembers its copies here to delete one whose reference leaves the spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
+    pub copied_secrets: Vec<String>,
 }
 
 /// Readiness of one workload.

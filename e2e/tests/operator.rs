@@ -400,8 +400,48 @@ async fn the_sample_tenant_lives_its_whole_life() {
     .await
     .expect("rotation");
 
-    // spec.suspend scales every service to zero and back, keeping the data stores.
+    // A copied Secret goes when its reference leaves the spec, although the operator cannot list Secrets.
+    let smtp_source = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "acme-smtp", "namespace": SECRET_NAMESPACE},
+        "stringData": {"username": "mailer", "password": "hunter2"},
+    });
+    kubectl_ok(&["apply", "-f", "-"], Some(&smtp_source.to_string())).expect("smtp source");
     let tenants = Api::<ChatTenant>::all(client.clone());
+    let smtp = json!({"spec": {"smtp": {
+        "host": "smtp.acme.example", "from": "Acme <no-reply@acme.example>",
+        "credentialsSecretRef": {"name": "acme-smtp"},
+    }}});
+    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(smtp)).await.expect("add smtp");
+    eventually("smtp credentials copied and remembered", Duration::from_secs(30), || {
+        let (secrets, tenants) = (secrets.clone(), tenants.clone());
+        async move {
+            let copied = secrets.get_opt("smtp-credentials").await?.is_some();
+            let remembered = tenants
+                .get("acme")
+                .await?
+                .status
+                .is_some_and(|s| s.copied_secrets.contains(&"smtp-credentials".to_string()));
+            Ok((copied && remembered).then_some(()))
+        }
+    })
+    .await
+    .expect("smtp copy");
+    let without_smtp = json!({"spec": {"smtp": null}});
+    tenants.patch("acme", &PatchParams::default(), &Patch::Merge(without_smtp)).await.expect("remove smtp");
+    eventually("smtp credentials deleted and forgotten", Duration::from_secs(30), || {
+        let (secrets, tenants) = (secrets.clone(), tenants.clone());
+        async move {
+            let gone = secrets.get_opt("smtp-credentials").await?.is_none();
+            let copies = tenants.get("acme").await?.status.map(|s| s.copied_secrets).unwrap_or_default();
+            Ok((gone && copies == ["provider-openai"]).then_some(()))
+        }
+    })
+    .await
+    .expect("smtp copy removed");
+    assert!(secrets.get_opt("provider-openai").await.expect("get").is_some(), "the provider's copy stays");
+
+    // spec.suspend scales every service to zero and back, keeping the data stores.
     tenants
         .patch("acme", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": true}})))
         .await

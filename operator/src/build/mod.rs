@@ -26,7 +26,7 @@ use crate::names::{self, Component};
 use crate::plan::{EffectivePlan, Suspension};
 use crate::settings::Settings;
 
-pub use secrets::{CopiedKey, DesiredSecret, GeneratedSecret};
+pub use secrets::{CopiedKey, DesiredSecret, GeneratedSecret, remembered_copies, stale_copies};
 
 /// An AIProvider a tenant uses, with the models the tenant may use from it.
 #[derive(Clone, Debug, PartialEq)]

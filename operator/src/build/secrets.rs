@@ -95,3 +95,21 @@ pub fn secrets(inputs: &TenantInputs<'_>) -> Vec<DesiredSecret> {
     }
     secrets
 }
+
+/// The copies to remember after this reconcile: those remembered before and those desired now, sorted. A copy
+/// is forgotten only once it is deleted.
+pub fn remembered_copies(previous: &[String], desired: &[DesiredSecret]) -> Vec<String> {
+    let desired_copies =
+        desired.iter().filter(|s| matches!(s.source, SecretSource::Copied(_))).map(DesiredSecret::name);
+    let mut names: Vec<String> =
+        previous.iter().map(String::as_str).chain(desired_copies).map(str::to_string).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Remembered copies whose name no Secret of the desired state has any more. A name that is now a generated
+/// Secret (an external database made managed) is not stale: it is still the tenant's.
+pub fn stale_copies(previous: &[String], desired: &[DesiredSecret]) -> Vec<String> {
+    previous.iter().filter(|name| !desired.iter().any(|secret| secret.name() == name.as_str())).cloned().collect()
+}

@@ -317,6 +317,28 @@ fn an_external_database_replaces_the_managed_one() {
 }
 
 #[test]
+fn copies_are_remembered_until_their_reference_leaves_the_spec() {
+    let mut with_stripe = tenant("acme");
+    with_stripe.spec.stripe = Some(saaschat_crds::StripeSpec {
+        secret_ref: saaschat_crds::SecretRef { name: "stripe-acme".into() },
+        prices: Default::default(),
+    });
+    let before = build(&Inputs::new(with_stripe));
+    let remembered = remembered_copies(&[], &before.secrets);
+    assert_eq!(remembered, ["provider-openai", "stripe-credentials"]);
+    assert!(stale_copies(&remembered, &before.secrets).is_empty(), "nothing stale while referenced");
+
+    // Stripe leaves the spec: its copy is stale, and stays remembered until it is deleted.
+    let after = build(&Inputs::new(tenant("acme")));
+    assert_eq!(stale_copies(&remembered, &after.secrets), ["stripe-credentials"]);
+    assert_eq!(remembered_copies(&remembered, &after.secrets), ["provider-openai", "stripe-credentials"]);
+
+    // A remembered name that is a generated Secret now (an external database made managed) is not stale.
+    let previous = vec!["postgres-credentials".to_string(), "provider-openai".to_string()];
+    assert!(stale_copies(&previous, &after.secrets).is_empty());
+}
+
+#[test]
 fn generated_secrets_are_the_keys_and_managed_passwords() {
     let state = build(&Inputs::new(tenant("acme")));
     let generated: Vec<_> = state

@@ -97,6 +97,9 @@ async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
     let paused =
         tenant.annotations().get(names::RECONCILE_ANNOTATION).map(String::as_str) == Some(names::RECONCILE_PAUSED);
     let conflict = problems.first().is_some_and(|p| p.reason == "NamespaceConflict");
+    let decided = Decided { suspension, paused, plan: &plan };
+    let previous_copies = tenant.status.as_ref().map(|status| status.copied_secrets.clone()).unwrap_or_default();
+    let mut copies = previous_copies.clone();
 
     if !paused && !conflict {
         // 3. Build.
@@ -113,10 +116,21 @@ async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
         // 4. Apply.
         // A stopped chat must stop even while a provider problem stands: stopping cannot make it worse.
         let conservative = !problems.is_empty() && !suspension.stops(Component::Chat);
-        if let Err(error) = apply_desired(ctx, &name, &desired, &sources, &namespace, conservative).await {
+        copies = build::remembered_copies(&previous_copies, &desired.secrets);
+        let mut applied = apply_desired(ctx, &name, &desired, &sources, &namespace, conservative).await;
+        // A copy whose reference left the spec goes, but not while a problem stands: an unresolved provider's
+        // Secret is missing from the desired state without having been removed from the spec.
+        if applied.is_ok() && problems.is_empty() {
+            let stale = build::stale_copies(&previous_copies, &desired.secrets);
+            applied = delete_stale_copies(ctx, &namespace, &stale).await;
+            if applied.is_ok() {
+                copies.retain(|name| !stale.contains(name));
+            }
+        }
+        if let Err(error) = applied {
             // Say why in the status too, then fail so that the reconcile is retried with backoff.
             problems.push(Problem::new("ApplyFailed", error.to_string()));
-            report(tenant, ctx, &problems, suspension, paused, &plan, now).await?;
+            report(tenant, ctx, &problems, &decided, copies, now).await?;
             return Err(error);
         }
         if subscription.is_none() {
@@ -125,10 +139,17 @@ async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
     }
 
     // 5. Status.
-    report(tenant, ctx, &problems, suspension, paused, &plan, now).await?;
+    report(tenant, ctx, &problems, &decided, copies, now).await?;
 
     let next = recheck.map_or(ctx.resync, |wait| wait.min(ctx.resync));
     Ok(Action::requeue(next))
+}
+
+/// What the reconcile decided before applying anything, for the status.
+struct Decided<'a> {
+    suspension: Suspension,
+    paused: bool,
+    plan: &'a EffectivePlan,
 }
 
 /// Computes the status from what was observed and writes it when it changed.
@@ -136,19 +157,28 @@ async fn report(
     tenant: &ChatTenant,
     ctx: &Context,
     problems: &[Problem],
-    suspension: Suspension,
-    paused: bool,
-    plan: &EffectivePlan,
+    decided: &Decided<'_>,
+    copied_secrets: Vec<String>,
     now: Timestamp,
 ) -> Result<(), Error> {
     let observation = Observation {
         problems,
-        suspension,
-        paused,
-        components: observe_components(tenant, ctx, suspension),
-        plan: Some(plan.name.as_str().to_string()),
+        suspension: decided.suspension,
+        paused: decided.paused,
+        components: observe_components(tenant, ctx, decided.suspension),
+        plan: Some(decided.plan.name.as_str().to_string()),
+        copied_secrets,
     };
     write_status(tenant, ctx, status::compute(tenant, observation, now)).await
+}
+
+async fn delete_stale_copies(ctx: &Context, namespace: &str, stale: &[String]) -> Result<(), Error> {
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    secrets::delete_copies(&api, stale, namespace, &ctx.metrics, &ctx.verified_secrets).await?;
+    Ok(())
 }
 
 async fn read_source_secrets(ctx: &Context, names: &[String]) -> Result<SourceSecrets, Error> {
@@ -223,7 +253,7 @@ async fn apply_desired(
         apply_wave(ctx, objects, conservative).await?;
     }
     // The set of desired objects does not depend on the providers, so pruning is safe even while a problem
-    // stands (Secrets, which do depend on them, are never pruned).
+    // stands (copied Secrets, which do depend on them, are deleted only without a problem, in `apply`).
     let wanted: BTreeSet<ObjectKey> = desired.objects.iter().map(key_of).collect();
     for key in ctx.applier.stores.of_tenant(tenant) {
         if key.kind == OwnedKind::Namespace || wanted.contains(&key) {
@@ -353,7 +383,7 @@ mod tests {
     fn status_with(problems: &[Problem], suspension: Suspension) -> ChatTenantStatus {
         status::compute(
             &tenant("acme"),
-            Observation { problems, suspension, paused: false, components: vec![], plan: None },
+            Observation { problems, suspension, paused: false, components: vec![], plan: None, copied_secrets: vec![] },
             Timestamp::from_second(5).expect("time"),
         )
     }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, PartialObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -118,6 +118,12 @@ impl Verified {
         }
     }
 
+    fn forget(&self, key: &NamespacedName) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+
     /// Forgets a namespace's Secrets (its tenant was deleted).
     pub fn forget_namespace(&self, namespace: &str) {
         if let Ok(mut entries) = self.entries.lock() {
@@ -207,6 +213,29 @@ pub async fn ensure(
     )
     .await?;
     Ok(written.into_iter().filter(|written| *written).count())
+}
+
+/// Deletes copies no longer referenced (one already gone counts as deleted); returns the number deleted.
+pub async fn delete_copies(
+    api: &Api<Secret>,
+    names: &[String],
+    namespace: &str,
+    metrics: &Metrics,
+    verified: &Verified,
+) -> Result<usize, SecretError> {
+    let mut deleted = 0;
+    for name in names {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {
+                metrics.record_write_of("Secret", "delete");
+                deleted += 1;
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => return Err(SecretError::Api { name: name.clone(), source }),
+        }
+        verified.forget(&(namespace.to_string(), name.clone()));
+    }
+    Ok(deleted)
 }
 
 /// Ensures one Secret; returns whether it was written.

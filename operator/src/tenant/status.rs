@@ -24,6 +24,8 @@ pub struct Observation<'a> {
     pub paused: bool,
     pub components: Vec<ComponentStatus>,
     pub plan: Option<String>,
+    /// The Secrets copied into the namespace that the operator still has to remember.
+    pub copied_secrets: Vec<String>,
 }
 
 pub fn deployment_status(
@@ -138,6 +140,7 @@ pub fn compute(tenant: &ChatTenant, observation: Observation<'_>, now: Timestamp
         plan: observation.plan,
         url: Some(tenant_url(tenant)),
         components: observation.components,
+        copied_secrets: observation.copied_secrets,
     }
 }
 
@@ -165,7 +168,14 @@ mod tests {
     fn observe(components: Vec<ComponentStatus>, problems: &[Problem], suspension: Suspension) -> ChatTenantStatus {
         compute(
             &tenant("acme"),
-            Observation { problems, suspension, paused: false, components, plan: Some("pro".into()) },
+            Observation {
+                problems,
+                suspension,
+                paused: false,
+                components,
+                plan: Some("pro".into()),
+                copied_secrets: vec![],
+            },
             Timestamp::from_second(1_000).expect("time"),
         )
     }
@@ -225,6 +235,7 @@ mod tests {
                 paused: false,
                 components: all_ready(),
                 plan: None,
+                copied_secrets: vec!["provider-openai".into()],
             },
             Timestamp::from_second(1_000).expect("time"),
         );
@@ -237,10 +248,12 @@ mod tests {
                 paused: false,
                 components: all_ready(),
                 plan: None,
+                copied_secrets: vec!["provider-openai".into()],
             },
             Timestamp::from_second(9_000).expect("time"),
         );
         assert_eq!(first, second);
+        assert_eq!(first.copied_secrets, ["provider-openai"], "the copies to remember are carried");
     }
 
     fn deployment(replicas: Option<i32>, ready: i32, available: bool, observed: i64) -> Workload<Deployment> {
