@@ -113,13 +113,7 @@ fn component_policy(inputs: &TenantInputs<'_>, component: Component) -> DesiredO
         .collect();
     if PUBLIC.contains(&component) {
         ingress.push(NetworkPolicyIngressRule {
-            from: Some(vec![NetworkPolicyPeer {
-                namespace_selector: Some(match_labels([(
-                    "kubernetes.io/metadata.name",
-                    inputs.settings.ingress_namespace.as_str(),
-                )])),
-                ..NetworkPolicyPeer::default()
-            }]),
+            from: Some(vec![whole_namespace(&inputs.settings.ingress_namespace)]),
             ports: Some(vec![port("TCP", HTTP_PORT)]),
         });
     }
@@ -142,10 +136,7 @@ fn component_policy(inputs: &TenantInputs<'_>, component: Component) -> DesiredO
         for destination in inputs.settings.telemetry_destinations() {
             match destination {
                 Destination::InCluster { namespace, port: number } => egress.push(NetworkPolicyEgressRule {
-                    to: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: Some(match_labels([("kubernetes.io/metadata.name", namespace.as_str())])),
-                        ..NetworkPolicyPeer::default()
-                    }]),
+                    to: Some(vec![whole_namespace(namespace)]),
                     ports: Some(vec![port("TCP", i32::from(*number))]),
                 }),
                 Destination::Outside { port: number } => {
@@ -226,6 +217,14 @@ fn pods(inputs: &TenantInputs<'_>, component: Component) -> NetworkPolicyPeer {
             match_labels: Some(names::selector_labels(inputs.name(), component)),
             ..LabelSelector::default()
         }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// Every pod of another namespace.
+fn whole_namespace(name: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(match_labels([("kubernetes.io/metadata.name", name)])),
         ..NetworkPolicyPeer::default()
     }
 }

@@ -177,8 +177,7 @@ async fn delete_stale_copies(ctx: &Context, namespace: &str, stale: &[String]) -
         return Ok(());
     }
     let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
-    secrets::delete_copies(&api, stale, namespace, &ctx.metrics, &ctx.verified_secrets).await?;
-    Ok(())
+    Ok(secrets::delete_copies(&api, stale, namespace, &ctx.metrics, &ctx.verified_secrets).await?)
 }
 
 async fn read_source_secrets(ctx: &Context, names: &[String]) -> Result<SourceSecrets, Error> {

@@ -215,27 +215,23 @@ pub async fn ensure(
     Ok(written.into_iter().filter(|written| *written).count())
 }
 
-/// Deletes copies no longer referenced (one already gone counts as deleted); returns the number deleted.
+/// Deletes copies no longer referenced; one already gone counts as deleted.
 pub async fn delete_copies(
     api: &Api<Secret>,
     names: &[String],
     namespace: &str,
     metrics: &Metrics,
     verified: &Verified,
-) -> Result<usize, SecretError> {
-    let mut deleted = 0;
+) -> Result<(), SecretError> {
     for name in names {
         match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {
-                metrics.record_write_of("Secret", "delete");
-                deleted += 1;
-            }
+            Ok(_) => metrics.record_write_of("Secret", "delete"),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(source) => return Err(SecretError::Api { name: name.clone(), source }),
         }
         verified.forget(&(namespace.to_string(), name.clone()));
     }
-    Ok(deleted)
+    Ok(())
 }
 
 /// Ensures one Secret; returns whether it was written.
