@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // reqwest is built without a default TLS provider; the process picks ring once.
+    // The shared library's clients (reqwest) are built without a default TLS provider; the process picks ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,8 +62,10 @@ pub enum StartError {
     Db(#[from] db::DbError),
     #[error(transparent)]
     Redis(#[from] saaschat_platform::redis::RedisError),
-    #[error("cannot build an HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error("cannot build the auth service's HTTP client: {0}")]
+    AuthClient(#[from] reqwest::Error),
+    #[error("cannot build the upstream client: {0}")]
+    Upstream(#[from] crate::providers::client::ClientError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("serving: {0}")]

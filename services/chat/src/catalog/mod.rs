@@ -159,8 +159,8 @@ impl Catalog {
     }
 }
 
-fn http_url(text: &str) -> Option<reqwest::Url> {
-    reqwest::Url::parse(text).ok().filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+fn http_url(text: &str) -> Option<url::Url> {
+    url::Url::parse(text).ok().filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ pub mod sse;
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::Url;
 use saaschat_platform::Secret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use url::Url;
 
 /// The kinds of upstream the operator can configure (`AIProvider.spec.type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
