@@ -234,26 +234,79 @@ impl From<Usage> for WireUsage {
     }
 }
 
-fn tool_calls_json(calls: &[ToolCall]) -> Value {
-    calls
-        .iter()
-        .map(|call| json!({ "id": call.id, "type": "function", "function": { "name": call.name, "arguments": call.arguments } }))
-        .collect()
+/// A whole `chat.completion`, serialized straight from borrowed fields, like the chunks below.
+#[derive(Serialize)]
+pub struct WholeCompletion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: [WholeChoice<'a>; 1],
+    usage: WireUsage,
 }
 
-pub fn completion_json(id: &str, created: i64, model: &str, completion: &Completion, usage: Usage) -> Value {
-    let mut message = json!({ "role": "assistant", "content": completion.text, "refusal": null });
-    if !completion.tool_calls.is_empty() {
-        message["tool_calls"] = tool_calls_json(&completion.tool_calls);
-        if completion.text.is_empty() {
-            message["content"] = Value::Null;
-        }
+#[derive(Serialize)]
+struct WholeChoice<'a> {
+    index: u32,
+    message: AssistantMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    /// `null` when the answer is tool calls alone.
+    content: Option<&'a str>,
+    refusal: Option<()>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<AnswerToolCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct AnswerToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    call_type: &'static str,
+    function: AnswerFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct AnswerFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+pub fn completion_json<'a>(
+    id: &'a str,
+    created: i64,
+    model: &'a str,
+    completion: &'a Completion,
+    usage: Usage,
+) -> WholeCompletion<'a> {
+    let tool_calls: Vec<AnswerToolCall<'a>> = completion
+        .tool_calls
+        .iter()
+        .map(|call| AnswerToolCall {
+            id: &call.id,
+            call_type: "function",
+            function: AnswerFunction { name: &call.name, arguments: &call.arguments },
+        })
+        .collect();
+    let content = (tool_calls.is_empty() || !completion.text.is_empty()).then_some(completion.text.as_str());
+    WholeCompletion {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        choices: [WholeChoice {
+            index: 0,
+            message: AssistantMessage { role: "assistant", content, refusal: None, tool_calls },
+            logprobs: None,
+            finish_reason: completion.finish_reason.as_openai(),
+        }],
+        usage: WireUsage::from(usage),
     }
-    json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{ "index": 0, "message": message, "logprobs": null, "finish_reason": completion.finish_reason.as_openai() }],
-        "usage": WireUsage::from(usage),
-    })
 }
 
 /// Builds the chunks of one streamed completion.
@@ -500,10 +553,32 @@ mod tests {
             finish_reason: FinishReason::ToolCalls,
             usage: None,
         };
-        let body = completion_json("chatcmpl-1", 7, "m", &completion, Usage { input_tokens: 1, output_tokens: 2 });
+        let usage = Usage { input_tokens: 1, output_tokens: 2 };
+        let body = serde_json::to_value(completion_json("chatcmpl-1", 7, "m", &completion, usage)).expect("json");
         assert_eq!(body["choices"][0]["message"]["content"], Value::Null);
         assert_eq!(body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "weather");
         assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(body["usage"], json!({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}));
+    }
+
+    #[test]
+    fn whole_completions_of_text_match_openais_shape() {
+        let completion =
+            Completion { text: "Hello".into(), tool_calls: Vec::new(), finish_reason: FinishReason::Stop, usage: None };
+        let usage = Usage { input_tokens: 1, output_tokens: 2 };
+        let body = serde_json::to_value(completion_json("chatcmpl-1", 7, "m", &completion, usage)).expect("json");
+        assert_eq!(
+            body,
+            json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "m",
+                "choices": [{
+                    "index": 0,
+                    "message": { "role": "assistant", "content": "Hello", "refusal": null },
+                    "logprobs": null,
+                    "finish_reason": "stop",
+                }],
+                "usage": { "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3 },
+            })
+        );
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Completion, CompletionRequest, Endpoint, FinishReason, Provider, ProviderError, ProviderEvent, Role, StreamDecoder,
-    ToolCall, UpstreamRequest, Usage, classify_status, mentions_context_length, upstream_text,
+    ToolCall, UpstreamRequest, Usage, classify_status, json_body, mentions_context_length, upstream_text,
 };
 use saaschat_platform::Secret;
 
@@ -301,15 +301,20 @@ struct WireMessage {
 }
 
 impl Provider for Anthropic {
-    fn build_request(&self, endpoint: &Endpoint, request: &CompletionRequest, stream: bool) -> UpstreamRequest {
-        UpstreamRequest {
+    fn build_request(
+        &self,
+        endpoint: &Endpoint,
+        request: &CompletionRequest,
+        stream: bool,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest {
             url: endpoint.url("v1/messages", None),
             headers: vec![
                 ("x-api-key", endpoint.api_key.clone()),
                 ("anthropic-version", Secret::new(API_VERSION.to_string())),
             ],
-            body: request_body(request, stream),
-        }
+            body: json_body(&request_body(request, stream))?,
+        })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {
@@ -409,12 +414,12 @@ mod tests {
             base_url: "https://api.anthropic.com".parse().expect("url"),
             api_key: Secret::new("sk-ant-1".into()),
         };
-        let built = Anthropic.build_request(&endpoint, &request, true);
+        let built = Anthropic.build_request(&endpoint, &request, true).expect("request");
         assert_eq!(built.url.as_str(), "https://api.anthropic.com/v1/messages");
         assert_eq!(built.headers[0].0, "x-api-key");
         assert_eq!(built.headers[1].1.expose(), API_VERSION);
         assert_eq!(
-            built.body,
+            serde_json::from_slice::<Value>(&built.body).expect("json"),
             json!({
                 "model": "claude-sonnet-4-5", "max_tokens": 4096, "system": "Be brief.",
                 "messages": [

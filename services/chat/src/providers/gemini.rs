@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Completion, CompletionRequest, Endpoint, FinishReason, Provider, ProviderError, ProviderEvent, Role, StreamDecoder,
-    ToolCall, UpstreamRequest, Usage, classify_status, mentions_context_length, upstream_text,
+    ToolCall, UpstreamRequest, Usage, classify_status, json_body, mentions_context_length, upstream_text,
 };
 pub struct Gemini;
 
@@ -251,14 +251,19 @@ impl StreamDecoder for ResponseDecoder {
 }
 
 impl Provider for Gemini {
-    fn build_request(&self, endpoint: &Endpoint, request: &CompletionRequest, stream: bool) -> UpstreamRequest {
+    fn build_request(
+        &self,
+        endpoint: &Endpoint,
+        request: &CompletionRequest,
+        stream: bool,
+    ) -> Result<UpstreamRequest, ProviderError> {
         let (method, query) =
             if stream { ("streamGenerateContent", Some("alt=sse")) } else { ("generateContent", None) };
-        UpstreamRequest {
+        Ok(UpstreamRequest {
             url: endpoint.url(&format!("v1beta/models/{}:{method}", model_path(&request.model)), query),
             headers: vec![("x-goog-api-key", endpoint.api_key.clone())],
-            body: request_body(request),
-        }
+            body: json_body(&request_body(request))?,
+        })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {
@@ -348,7 +353,7 @@ mod tests {
             base_url: "https://generativelanguage.googleapis.com".parse().expect("url"),
             api_key: Secret::new("AIza-1".into()),
         };
-        let built = Gemini.build_request(&endpoint, &request, true);
+        let built = Gemini.build_request(&endpoint, &request, true).expect("request");
         assert_eq!(
             built.url.as_str(),
             "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
@@ -356,7 +361,7 @@ mod tests {
         assert!(!built.url.as_str().contains("AIza-1"));
         assert_eq!(built.headers[0].0, "x-goog-api-key");
         assert_eq!(
-            built.body,
+            serde_json::from_slice::<Value>(&built.body).expect("json"),
             json!({
                 "contents": [
                     {"role": "user", "parts": [{"text": "Hi"}]},
@@ -371,6 +376,7 @@ mod tests {
         assert!(
             Gemini
                 .build_request(&endpoint, &request, false)
+                .expect("request")
                 .url
                 .as_str()
                 .ends_with("/models/gemini-2.5-flash:generateContent")

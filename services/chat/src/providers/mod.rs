@@ -313,7 +313,13 @@ pub fn upstream_text(text: &str) -> String {
 pub struct UpstreamRequest {
     pub url: Url,
     pub headers: Vec<(&'static str, Secret<String>)>,
-    pub body: Value,
+    /// The JSON body, serialized.
+    pub body: Vec<u8>,
+}
+
+/// Serializes a request body. Only a map with keys that are not strings could fail, and no body has one.
+pub fn json_body(body: &impl Serialize) -> Result<Vec<u8>, ProviderError> {
+    serde_json::to_vec(body).map_err(|error| ProviderError::Protocol(format!("the request body: {error}")))
 }
 
 /// What a configured upstream is: its wire format, where it is, and its key.
@@ -348,7 +354,12 @@ pub trait StreamDecoder: Send {
 
 /// The provider interface: pure translation between this service's model and one wire format.
 pub trait Provider: Send + Sync {
-    fn build_request(&self, endpoint: &Endpoint, request: &CompletionRequest, stream: bool) -> UpstreamRequest;
+    fn build_request(
+        &self,
+        endpoint: &Endpoint,
+        request: &CompletionRequest,
+        stream: bool,
+    ) -> Result<UpstreamRequest, ProviderError>;
 
     fn decoder(&self) -> Box<dyn StreamDecoder>;
 

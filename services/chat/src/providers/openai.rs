@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{
     ChatMessage, Completion, CompletionRequest, Endpoint, FinishReason, Provider, ProviderError, ProviderEvent, Role,
-    StreamDecoder, ToolCall, UpstreamRequest, Usage, classify_status, mentions_context_length, upstream_text,
+    StreamDecoder, ToolCall, UpstreamRequest, Usage, classify_status, json_body, mentions_context_length,
+    upstream_text,
 };
 use saaschat_platform::Secret;
 
@@ -36,73 +37,141 @@ pub fn finish_reason(reason: &str) -> FinishReason {
     }
 }
 
-fn message_json(message: &ChatMessage) -> Value {
+/// A request body, serialized straight from the borrowed request: every call builds one, and a
+/// `serde_json::Value` tree cost a few dozen allocations.
+#[derive(Serialize)]
+struct OutgoingRequest<'a> {
+    model: &'a str,
+    messages: Vec<OutgoingMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    /// OpenAI's name for the limit; it deprecated `max_tokens`, which its reasoning models refuse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    /// Groq's and the compatible servers' name for it, which older servers need.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<OutgoingTool<'a>>,
+    stream: bool,
+    /// Usage is only reported on streams that ask for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+enum OutgoingMessage<'a> {
+    System {
+        content: &'a str,
+    },
+    User {
+        content: &'a str,
+    },
+    Assistant {
+        /// `null` when the message is tool calls alone.
+        content: Option<&'a str>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<OutgoingCall<'a>>,
+    },
+    Tool {
+        tool_call_id: Option<&'a str>,
+        content: &'a str,
+    },
+}
+
+#[derive(Serialize)]
+struct OutgoingCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    call_type: &'static str,
+    function: OutgoingFunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct OutgoingFunctionCall<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct OutgoingTool<'a> {
+    #[serde(rename = "type")]
+    tool_type: &'static str,
+    function: OutgoingToolFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutgoingToolFunction<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    parameters: &'a Value,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+fn outgoing_message(message: &ChatMessage) -> OutgoingMessage<'_> {
     match message.role {
-        Role::User => json!({ "role": "user", "content": message.content }),
+        Role::User => OutgoingMessage::User { content: &message.content },
         Role::Assistant => {
-            let mut object = json!({ "role": "assistant", "content": message.content });
-            if !message.tool_calls.is_empty() {
-                object["tool_calls"] = message
-                    .tool_calls
-                    .iter()
-                    .map(|call| {
-                        json!({ "id": call.id, "type": "function",
-                                "function": { "name": call.name, "arguments": call.arguments } })
-                    })
-                    .collect();
-                if message.content.is_empty() {
-                    object["content"] = Value::Null;
-                }
-            }
-            object
+            let tool_calls: Vec<OutgoingCall<'_>> = message
+                .tool_calls
+                .iter()
+                .map(|call| OutgoingCall {
+                    id: &call.id,
+                    call_type: "function",
+                    function: OutgoingFunctionCall { name: &call.name, arguments: &call.arguments },
+                })
+                .collect();
+            let content = (tool_calls.is_empty() || !message.content.is_empty()).then_some(message.content.as_str());
+            OutgoingMessage::Assistant { content, tool_calls }
         }
-        Role::Tool => json!({ "role": "tool", "tool_call_id": message.tool_call_id, "content": message.content }),
+        Role::Tool => {
+            OutgoingMessage::Tool { tool_call_id: message.tool_call_id.as_deref(), content: &message.content }
+        }
     }
 }
 
-/// The request body (shared with the compatible API's tests, which check the round trip).
-pub fn request_body(dialect: Dialect, request: &CompletionRequest, stream: bool) -> Value {
+/// The request body in `dialect`.
+fn request_body(dialect: Dialect, request: &CompletionRequest, stream: bool) -> OutgoingRequest<'_> {
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     if let Some(system) = &request.system {
-        messages.push(json!({ "role": "system", "content": system }));
+        messages.push(OutgoingMessage::System { content: system });
     }
-    messages.extend(request.messages.iter().map(message_json));
-    let mut body = Map::new();
-    body.insert("model".into(), json!(request.model));
-    body.insert("messages".into(), Value::Array(messages));
-    if let Some(temperature) = request.temperature {
-        body.insert("temperature".into(), json!(temperature));
-    }
-    if let Some(top_p) = request.top_p {
-        body.insert("top_p".into(), json!(top_p));
-    }
-    if let Some(max_tokens) = request.max_tokens {
-        let field = if dialect == Dialect::OpenAi { "max_completion_tokens" } else { "max_tokens" };
-        body.insert(field.into(), json!(max_tokens));
-    }
-    if !request.stop.is_empty() {
-        body.insert("stop".into(), json!(request.stop));
-    }
-    if !request.tools.is_empty() {
-        let tools: Vec<Value> = request
+    messages.extend(request.messages.iter().map(outgoing_message));
+    let (max_completion_tokens, max_tokens) =
+        if dialect == Dialect::OpenAi { (request.max_tokens, None) } else { (None, request.max_tokens) };
+    OutgoingRequest {
+        model: &request.model,
+        messages,
+        temperature: request.temperature,
+        top_p: request.top_p,
+        max_completion_tokens,
+        max_tokens,
+        stop: &request.stop,
+        tools: request
             .tools
             .iter()
-            .map(|tool| {
-                let mut function = json!({ "name": tool.name, "parameters": tool.parameters });
-                if let Some(description) = &tool.description {
-                    function["description"] = json!(description);
-                }
-                json!({ "type": "function", "function": function })
+            .map(|tool| OutgoingTool {
+                tool_type: "function",
+                function: OutgoingToolFunction {
+                    name: &tool.name,
+                    description: tool.description.as_deref(),
+                    parameters: &tool.parameters,
+                },
             })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
+            .collect(),
+        stream,
+        stream_options: stream.then_some(StreamOptions { include_usage: true }),
     }
-    body.insert("stream".into(), json!(stream));
-    if stream {
-        // Usage is only reported on streams that ask for it.
-        body.insert("stream_options".into(), json!({ "include_usage": true }));
-    }
-    Value::Object(body)
 }
 
 #[derive(Deserialize)]
@@ -289,12 +358,17 @@ struct WireCompletion {
 }
 
 impl Provider for OpenAi {
-    fn build_request(&self, endpoint: &Endpoint, request: &CompletionRequest, stream: bool) -> UpstreamRequest {
-        UpstreamRequest {
+    fn build_request(
+        &self,
+        endpoint: &Endpoint,
+        request: &CompletionRequest,
+        stream: bool,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest {
             url: endpoint.url("chat/completions", None),
             headers: vec![("authorization", Secret::new(format!("Bearer {}", endpoint.api_key.expose())))],
-            body: request_body(self.dialect, request, stream),
-        }
+            body: json_body(&request_body(self.dialect, request, stream))?,
+        })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {
@@ -335,6 +409,7 @@ mod tests {
     use super::*;
     use crate::providers::ToolDefinition;
     use crate::providers::sse::{SseDecoder, SseItem};
+    use serde_json::json;
 
     fn request() -> CompletionRequest {
         CompletionRequest {
@@ -372,12 +447,12 @@ mod tests {
 
     #[test]
     fn requests_carry_the_system_prompt_as_a_message_and_ask_for_stream_usage() {
-        let built = OpenAi { dialect: Dialect::OpenAi }.build_request(&endpoint(), &request(), true);
+        let built = OpenAi { dialect: Dialect::OpenAi }.build_request(&endpoint(), &request(), true).expect("request");
         assert_eq!(built.url.as_str(), "https://api.openai.com/v1/chat/completions");
         assert_eq!(built.headers[0].0, "authorization");
         assert_eq!(built.headers[0].1.expose(), "Bearer sk-test-123");
         assert_eq!(
-            built.body,
+            serde_json::from_slice::<Value>(&built.body).expect("json"),
             json!({
                 "model": "gpt-4o-mini",
                 "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
@@ -391,7 +466,7 @@ mod tests {
     #[test]
     fn groq_and_compatible_servers_get_max_tokens_and_no_stream_options_without_streaming() {
         for dialect in [Dialect::Groq, Dialect::Compatible] {
-            let body = request_body(dialect, &request(), false);
+            let body = serde_json::to_value(request_body(dialect, &request(), false)).expect("json");
             assert_eq!(body["max_tokens"], 100);
             assert!(body.get("max_completion_tokens").is_none());
             assert!(body.get("stream_options").is_none());
@@ -425,7 +500,7 @@ mod tests {
             tool_call_id: Some("call_1".into()),
             tool_name: Some("weather".into()),
         });
-        let body = request_body(Dialect::OpenAi, &request, false);
+        let body = serde_json::to_value(request_body(Dialect::OpenAi, &request, false)).expect("json");
         assert_eq!(body["tools"][0]["function"]["name"], "weather");
         assert_eq!(body["messages"][2]["content"], Value::Null);
         assert_eq!(body["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");

@@ -93,7 +93,7 @@ impl UpstreamClient {
         stream: bool,
         timeouts: Timeouts,
     ) -> Result<Response<Incoming>, ProviderError> {
-        let upstream = provider.build_request(endpoint, request, stream);
+        let upstream = provider.build_request(endpoint, request, stream)?;
         let uri = Uri::try_from(upstream.url.as_str())
             .map_err(|_| ProviderError::Protocol("the upstream URL is not a valid request target".into()))?;
         let mut headers = HeaderMap::with_capacity(upstream.headers.len() + 2);
@@ -108,8 +108,7 @@ impl UpstreamClient {
             credentials.set_sensitive(true);
             headers.insert(PROXY_AUTHORIZATION, credentials);
         }
-        let body = serde_json::to_vec(&upstream.body).map_err(|error| ProviderError::Protocol(error.to_string()))?;
-        let mut outgoing = Request::new(Full::new(Bytes::from(body)));
+        let mut outgoing = Request::new(Full::new(Bytes::from(upstream.body)));
         *outgoing.method_mut() = Method::POST;
         *outgoing.uri_mut() = uri;
         *outgoing.headers_mut() = headers;
