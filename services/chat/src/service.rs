@@ -25,7 +25,7 @@ use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::providers::client::UpstreamClient;
 use crate::resilience::ResilienceSettings;
-use crate::state::{AppState, StreamingSettings};
+use crate::state::{AppState, Shared, StreamingSettings};
 use crate::usage::UsageRecorder;
 
 pub const SERVICE: &str = "chat";
@@ -111,7 +111,7 @@ pub async fn start(config: Config, options: Options, shutdown: &Shutdown) -> Res
     );
     let authenticator = Authenticator::from_config(&config, Duration::from_secs(30))?
         .with_api_keys(HttpApiKeyVerifier::from_config(&config)?);
-    let state = AppState {
+    let state = AppState::new(Shared {
         gateway: Arc::new(gateway),
         store: Store::new(pool.clone()),
         authenticator,
@@ -119,7 +119,7 @@ pub async fn start(config: Config, options: Options, shutdown: &Shutdown) -> Res
         cache: ResponseCache::new(redis.clone(), options.cache_ttl),
         shutdown: shutdown.signal(),
         streaming: options.streaming.clone(),
-    };
+    });
     let router = RouterBuilder::new(options.http.clone(), shutdown.signal())
         .registry(registry)
         .readiness_probe(PostgresProbe::new(pool))

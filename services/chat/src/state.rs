@@ -12,8 +12,25 @@ use crate::conversations::live::LiveStreams;
 use crate::conversations::store::Store;
 use crate::gateway::Gateway;
 
+/// Cloned for every request by axum's extractors: one reference count, not one per member.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub gateway: Arc<Gateway>,
     pub store: Store,
     pub authenticator: Authenticator,

@@ -216,12 +216,19 @@ impl Gateway {
 
     fn breaker_allows(&self, provider: &str) -> bool {
         let mut breakers = self.breakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The provider's name is copied only the first time: this runs for every call.
+        if let Some(breaker) = breakers.get_mut(provider) {
+            return breaker.allow(Instant::now());
+        }
         breakers.entry(provider.to_string()).or_default().allow(Instant::now())
     }
 
     fn record_result(&self, provider: &str, result: Result<(), &ProviderError>) {
         let mut breakers = self.breakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let breaker = breakers.entry(provider.to_string()).or_default();
+        if !breakers.contains_key(provider) {
+            breakers.insert(provider.to_string(), Breaker::default());
+        }
+        let Some(breaker) = breakers.get_mut(provider) else { return };
         match result {
             Ok(()) => breaker.record_success(),
             Err(error) if error.counts_against_provider() => {
