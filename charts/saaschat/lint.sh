@@ -53,7 +53,8 @@ step "helm lint --strict charts/saaschat (ServiceMonitor, every optional value s
   --set services.postgresImage=postgres:17.6 --set services.redisImage=redis:8.2 \
   --set operator.concurrency=4 --set operator.resyncSeconds=600 --set operator.logLevel=debug \
   --set tenantTelemetry.otlpEndpoint=http://otel-collector.observability.svc:4318 \
-  --set tenantTelemetry.sentryDsn=https://key@o1.ingest.sentry.io/42 --set tenantTelemetry.sentryEnvironment=production
+  --set tenantTelemetry.sentryDsn=https://key@o1.ingest.sentry.io/42 --set tenantTelemetry.sentryEnvironment=production \
+  --set tenantEgress.httpsProxy=http://egress-proxy.network.svc:3128 --set tenantEgress.noProxy=.internal.example
 
 rendered=$(mktemp)
 trap 'rm -f "$rendered"; rm -rf "${staging:-}"' EXIT

@@ -235,15 +235,18 @@ async fn api_rejects_invalid_specs_with_our_messages() {
 #[ignore = "needs the local control plane: run scripts/test"]
 async fn the_sample_tenant_lives_its_whole_life() {
     let client = setup().await;
-    // Telemetry receivers configured for the tenants: an in-cluster collector and an outside Sentry.
+    // Telemetry receivers configured for the tenants: an in-cluster collector and an outside Sentry; and the
+    // forward proxy the chat service reaches providers through.
     let collector = "http://otel-collector.observability.svc:4318";
     let sentry = "https://public-key@o1.ingest.sentry.io/42";
+    let proxy = "http://egress-proxy.network.svc:3128";
     let operator = Operator::start_with(
         "lifecycle",
         &[
             ("SAASCHAT_RESYNC_SECONDS", "3"),
             ("SAASCHAT_TENANT_OTLP_ENDPOINT", collector),
             ("SAASCHAT_TENANT_SENTRY_DSN", sentry),
+            ("SAASCHAT_TENANT_HTTPS_PROXY", proxy),
         ],
     )
     .expect("operator starts");
@@ -283,6 +286,16 @@ async fn the_sample_tenant_lives_its_whole_life() {
             }),
             "{service} may reach the collector: {egress:?}"
         );
+        let reaches_proxy = egress.iter().any(|rule| {
+            rule["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "network"
+                && rule["ports"][0]["port"] == 3128
+        });
+        let proxied = env.get("HTTPS_PROXY").map(String::as_str);
+        if service == "chat" {
+            assert!(proxied == Some(proxy) && reaches_proxy, "chat calls providers through the proxy: {egress:?}");
+        } else {
+            assert!(proxied.is_none() && !reaches_proxy, "{service} calls no provider");
+        }
     }
 
     // Pod Security restricted is enforced, and every pod the operator created was admitted.

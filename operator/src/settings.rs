@@ -1,5 +1,5 @@
-//! Operator-wide settings that shape every tenant (images, namespaces, where telemetry goes), from flags or
-//! environment.
+//! Operator-wide settings that shape every tenant (images, namespaces, where telemetry goes, the providers'
+//! proxy), from flags or environment.
 
 use std::fmt;
 
@@ -30,15 +30,24 @@ pub struct Settings {
     /// OTLP/HTTP endpoint that the tenants' services send traces to, for example
     /// `http://otel-collector.observability.svc:4318`: their `OTEL_EXPORTER_OTLP_ENDPOINT`, and allowed by their
     /// NetworkPolicies. Unset, no traces leave the tenants' pods.
-    #[arg(long, env = "SAASCHAT_TENANT_OTLP_ENDPOINT", value_parser = TelemetryUrl::otlp_endpoint)]
-    pub tenant_otlp_endpoint: Option<TelemetryUrl>,
+    #[arg(long, env = "SAASCHAT_TENANT_OTLP_ENDPOINT", value_parser = EgressUrl::otlp_endpoint)]
+    pub tenant_otlp_endpoint: Option<EgressUrl>,
     /// Sentry DSN that the tenants' services report errors to: their `SENTRY_DSN`, and allowed by their
     /// NetworkPolicies. Unset, no error reports leave the tenants' pods.
-    #[arg(long, env = "SAASCHAT_TENANT_SENTRY_DSN", value_parser = TelemetryUrl::sentry_dsn)]
-    pub tenant_sentry_dsn: Option<TelemetryUrl>,
+    #[arg(long, env = "SAASCHAT_TENANT_SENTRY_DSN", value_parser = EgressUrl::sentry_dsn)]
+    pub tenant_sentry_dsn: Option<EgressUrl>,
     /// `SENTRY_ENVIRONMENT` of the tenants' services, for example `production`.
     #[arg(long, env = "SAASCHAT_TENANT_SENTRY_ENVIRONMENT")]
     pub tenant_sentry_environment: Option<String>,
+    /// HTTP proxy that the chat service reaches `https` AI providers through, for example
+    /// `http://egress-proxy.network.svc:3128`: its `HTTPS_PROXY`, and allowed by its NetworkPolicy. Unset, the
+    /// chat service connects to providers directly.
+    #[arg(long, env = "SAASCHAT_TENANT_HTTPS_PROXY", value_parser = EgressUrl::https_proxy)]
+    pub tenant_https_proxy: Option<EgressUrl>,
+    /// Hosts the chat service reaches without the proxy (`NO_PROXY`: comma-separated names, domains and
+    /// addresses, as curl reads them).
+    #[arg(long, env = "SAASCHAT_TENANT_NO_PROXY")]
+    pub tenant_no_proxy: Option<String>,
 }
 
 /// Where a telemetry URL leads, as a NetworkPolicy needs it.
@@ -50,22 +59,22 @@ pub enum Destination {
     Outside { port: u16 },
 }
 
-/// A checked `http(s)` URL of a telemetry receiver, kept as given.
+/// A checked `http(s)` URL that tenants' services send to (a telemetry receiver, a proxy), kept as given.
 #[derive(Clone, PartialEq, Eq)]
-pub struct TelemetryUrl {
+pub struct EgressUrl {
     pub url: String,
     pub destination: Destination,
 }
 
-impl TelemetryUrl {
+impl EgressUrl {
     /// An OTLP/HTTP endpoint: an `http` or `https` URL with a host.
-    pub fn otlp_endpoint(text: &str) -> Result<TelemetryUrl, String> {
-        TelemetryUrl::parse(text).map(|(_, parsed)| parsed)
+    pub fn otlp_endpoint(text: &str) -> Result<EgressUrl, String> {
+        EgressUrl::parse(text).map(|(_, parsed)| parsed)
     }
 
     /// A Sentry DSN: `https://<public key>@<host>/<project id>`.
-    pub fn sentry_dsn(text: &str) -> Result<TelemetryUrl, String> {
-        let (url, parsed) = TelemetryUrl::parse(text)?;
+    pub fn sentry_dsn(text: &str) -> Result<EgressUrl, String> {
+        let (url, parsed) = EgressUrl::parse(text)?;
         if url.username().is_empty() {
             return Err("a Sentry DSN names its public key before the host (https://<key>@<host>/<project>)".into());
         }
@@ -75,7 +84,20 @@ impl TelemetryUrl {
         Ok(parsed)
     }
 
-    fn parse(text: &str) -> Result<(url::Url, TelemetryUrl), String> {
+    /// A forward proxy: an `http` URL (the chat service tunnels through it with `CONNECT`) without credentials,
+    /// which would be stored in plain text in the chat Deployment.
+    pub fn https_proxy(text: &str) -> Result<EgressUrl, String> {
+        let (url, parsed) = EgressUrl::parse(text)?;
+        if url.scheme() != "http" {
+            return Err("the proxy URL must be http:// (the chat service speaks plain HTTP to its proxy)".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("the proxy URL must not hold credentials: they would be readable in the chat Deployment".into());
+        }
+        Ok(parsed)
+    }
+
+    fn parse(text: &str) -> Result<(url::Url, EgressUrl), String> {
         let url = url::Url::parse(text.trim()).map_err(|error| format!("not a URL: {error}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("the scheme must be http or https, not {}", url.scheme()));
@@ -87,15 +109,15 @@ impl TelemetryUrl {
             [_, namespace, "svc", ..] => Destination::InCluster { namespace: (*namespace).to_string(), port },
             _ => Destination::Outside { port },
         };
-        let parsed = TelemetryUrl { url: text.trim().to_string(), destination };
+        let parsed = EgressUrl { url: text.trim().to_string(), destination };
         Ok((url, parsed))
     }
 }
 
 /// Shows where the URL leads, never its credentials (a DSN carries a key).
-impl fmt::Debug for TelemetryUrl {
+impl fmt::Debug for EgressUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TelemetryUrl").field("destination", &self.destination).finish_non_exhaustive()
+        f.debug_struct("EgressUrl").field("destination", &self.destination).finish_non_exhaustive()
     }
 }
 
@@ -111,6 +133,8 @@ impl Default for Settings {
             tenant_otlp_endpoint: None,
             tenant_sentry_dsn: None,
             tenant_sentry_environment: None,
+            tenant_https_proxy: None,
+            tenant_no_proxy: None,
         }
     }
 }
@@ -121,9 +145,11 @@ impl Settings {
         format!("{}/saaschat-{}:{}", self.image_registry, component.name(), self.image_tag)
     }
 
-    /// Where the tenants' services send telemetry.
-    pub fn telemetry_destinations(&self) -> impl Iterator<Item = &Destination> {
-        [&self.tenant_otlp_endpoint, &self.tenant_sentry_dsn].into_iter().flatten().map(|url| &url.destination)
+    /// Where a service of the tenants sends to outside the tenant, besides its providers: telemetry for every
+    /// service, the proxy for chat.
+    pub fn egress_destinations(&self, component: Component) -> impl Iterator<Item = &Destination> {
+        let proxy = if component == Component::Chat { &self.tenant_https_proxy } else { &None };
+        [&self.tenant_otlp_endpoint, &self.tenant_sentry_dsn, proxy].into_iter().flatten().map(|url| &url.destination)
     }
 }
 
@@ -133,7 +159,7 @@ mod tests {
 
     #[test]
     fn telemetry_urls_of_cluster_services_lead_to_their_namespace() {
-        let destination = |text: &str| TelemetryUrl::otlp_endpoint(text).map(|url| url.destination);
+        let destination = |text: &str| EgressUrl::otlp_endpoint(text).map(|url| url.destination);
         let in_cluster = |namespace: &str, port| Ok(Destination::InCluster { namespace: namespace.into(), port });
         assert_eq!(destination("http://otel-collector.observability.svc:4318"), in_cluster("observability", 4318));
         assert_eq!(destination("http://otel.monitoring.svc.cluster.local:4318/"), in_cluster("monitoring", 4318));
@@ -144,13 +170,27 @@ mod tests {
 
     #[test]
     fn bad_telemetry_urls_are_refused_with_the_reason() {
-        assert!(TelemetryUrl::otlp_endpoint("otel-collector:4318").is_err_and(|e| e.contains("scheme")));
-        assert!(TelemetryUrl::otlp_endpoint("grpc://collector:4317").is_err_and(|e| e.contains("http or https")));
-        assert!(TelemetryUrl::otlp_endpoint("not a url").is_err_and(|e| e.starts_with("not a URL")));
-        assert!(TelemetryUrl::sentry_dsn("https://o1.ingest.sentry.io/42").is_err_and(|e| e.contains("public key")));
-        assert!(TelemetryUrl::sentry_dsn("https://abc@o1.ingest.sentry.io/").is_err_and(|e| e.contains("project")));
-        let dsn = TelemetryUrl::sentry_dsn("https://abc123@o1.ingest.sentry.io/42").expect("a DSN");
+        assert!(EgressUrl::otlp_endpoint("otel-collector:4318").is_err_and(|e| e.contains("scheme")));
+        assert!(EgressUrl::otlp_endpoint("grpc://collector:4317").is_err_and(|e| e.contains("http or https")));
+        assert!(EgressUrl::otlp_endpoint("not a url").is_err_and(|e| e.starts_with("not a URL")));
+        assert!(EgressUrl::sentry_dsn("https://o1.ingest.sentry.io/42").is_err_and(|e| e.contains("public key")));
+        assert!(EgressUrl::sentry_dsn("https://abc@o1.ingest.sentry.io/").is_err_and(|e| e.contains("project")));
+        let dsn = EgressUrl::sentry_dsn("https://abc123@o1.ingest.sentry.io/42").expect("a DSN");
         assert_eq!(dsn.destination, Destination::Outside { port: 443 });
         assert!(!format!("{dsn:?}").contains("abc123"), "the key never reaches a log");
+    }
+
+    #[test]
+    fn a_proxy_is_a_plain_http_url_without_credentials() {
+        let proxy = EgressUrl::https_proxy("http://egress-proxy.network.svc:3128").expect("a proxy");
+        assert_eq!(proxy.destination, Destination::InCluster { namespace: "network".into(), port: 3128 });
+        assert_eq!(
+            EgressUrl::https_proxy("http://proxy.corp.example:8080").map(|url| url.destination),
+            Ok(Destination::Outside { port: 8080 })
+        );
+        assert!(EgressUrl::https_proxy("https://proxy.corp.example").is_err_and(|e| e.contains("http://")));
+        assert!(EgressUrl::https_proxy("socks5://proxy.corp.example:1080").is_err_and(|e| e.contains("scheme")));
+        let refused = EgressUrl::https_proxy("http://user:hunter2@proxy.corp.example:8080");
+        assert!(refused.as_ref().is_err_and(|e| e.contains("credentials") && !e.contains("hunter2")), "{refused:?}");
     }
 }

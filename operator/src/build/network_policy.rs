@@ -133,7 +133,7 @@ fn component_policy(inputs: &TenantInputs<'_>, component: Component) -> DesiredO
     }
     outside_ports.extend(internet_ports(inputs, component));
     if Component::SERVICES.contains(&component) {
-        for destination in inputs.settings.telemetry_destinations() {
+        for destination in inputs.settings.egress_destinations(component) {
             match destination {
                 Destination::InCluster { namespace, port: number } => egress.push(NetworkPolicyEgressRule {
                     to: Some(vec![whole_namespace(namespace)]),

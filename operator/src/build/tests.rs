@@ -12,7 +12,7 @@ use super::network_policy::url_port;
 use super::secrets::{GeneratedSecret, SecretSource};
 use super::*;
 use crate::plan::EffectivePlan;
-use crate::settings::TelemetryUrl;
+use crate::settings::EgressUrl;
 
 fn build(inputs: &Inputs) -> DesiredState {
     desired_state(&inputs.get())
@@ -492,9 +492,9 @@ fn telemetry_settings_reach_every_service_and_its_network_policy() {
 
     let mut inputs = Inputs::new(tenant("acme"));
     inputs.settings.tenant_otlp_endpoint =
-        Some(TelemetryUrl::otlp_endpoint("http://otel-collector.observability.svc:4318").expect("endpoint"));
+        Some(EgressUrl::otlp_endpoint("http://otel-collector.observability.svc:4318").expect("endpoint"));
     inputs.settings.tenant_sentry_dsn =
-        Some(TelemetryUrl::sentry_dsn("https://abc123@o1.ingest.sentry.io:8443/42").expect("dsn"));
+        Some(EgressUrl::sentry_dsn("https://abc123@o1.ingest.sentry.io:8443/42").expect("dsn"));
     inputs.settings.tenant_sentry_environment = Some("production".into());
     let state = build(&inputs);
     let expected = vec![
@@ -533,6 +533,44 @@ fn telemetry_settings_reach_every_service_and_its_network_policy() {
         } else {
             assert!(!to_collector && !to_sentry, "{name} sends no telemetry");
         }
+    }
+}
+
+#[test]
+fn the_providers_proxy_reaches_the_chat_service_and_its_network_policy_only() {
+    let mut inputs = Inputs::new(tenant("acme"));
+    inputs.settings.tenant_https_proxy =
+        Some(EgressUrl::https_proxy("http://egress-proxy.network.svc:3128").expect("proxy"));
+    inputs.settings.tenant_no_proxy = Some(".internal.example".into());
+    let state = build(&inputs);
+    for deployment in typed::<Deployment>(&state, OwnedKind::Deployment) {
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        let proxy_env: Vec<(String, String)> = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|pod| pod.containers.into_iter().flat_map(|c| c.env.unwrap_or_default()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|var| var.name.ends_with("_PROXY"))
+            .map(|var| (var.name, var.value.unwrap_or_default()))
+            .collect();
+        if name == "chat" {
+            let expected = [("HTTPS_PROXY", "http://egress-proxy.network.svc:3128"), ("NO_PROXY", ".internal.example")];
+            assert_eq!(proxy_env, expected.map(|(n, v)| (n.to_string(), v.to_string())), "{name}");
+        } else {
+            assert!(proxy_env.is_empty(), "{name} calls no provider: {proxy_env:?}");
+        }
+    }
+    for policy in typed::<NetworkPolicy>(&state, OwnedKind::NetworkPolicy) {
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let to_proxy = policy.spec.and_then(|s| s.egress).unwrap_or_default().iter().any(|rule| {
+            rule.to.iter().flatten().any(|peer| {
+                peer.namespace_selector.as_ref().and_then(|s| s.match_labels.clone()).is_some_and(|labels| {
+                    labels.get("kubernetes.io/metadata.name").map(String::as_str) == Some("network")
+                })
+            }) && serde_json::to_string(&rule.ports).expect("json").contains("3128")
+        });
+        assert_eq!(to_proxy, name == "chat", "{name}");
     }
 }
 

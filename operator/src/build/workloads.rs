@@ -220,6 +220,16 @@ fn env(inputs: &TenantInputs<'_>, component: Component) -> Vec<EnvVar> {
     if let Some(environment) = &settings.tenant_sentry_environment {
         env.push(value("SENTRY_ENVIRONMENT", environment.clone()));
     }
+    // Only HTTPS_PROXY: the chat service's plain-HTTP calls (the auth service, in-cluster model servers) stay
+    // inside the cluster.
+    if component == Component::Chat {
+        if let Some(proxy) = &settings.tenant_https_proxy {
+            env.push(value("HTTPS_PROXY", proxy.url.clone()));
+        }
+        if let Some(no_proxy) = &settings.tenant_no_proxy {
+            env.push(value("NO_PROXY", no_proxy.clone()));
+        }
+    }
     env
 }
 
