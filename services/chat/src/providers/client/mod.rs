@@ -72,6 +72,10 @@ impl UpstreamClient {
             .with_safe_default_protocol_versions()?
             .with_platform_verifier()?
             .with_no_client_auth();
+        Ok(UpstreamClient::with_tls(connect_timeout, proxies, tls))
+    }
+
+    fn with_tls(connect_timeout: Duration, proxies: Matcher, tls: rustls::ClientConfig) -> UpstreamClient {
         let connector = ProxyConnector::new(connect_timeout, proxies);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -82,7 +86,7 @@ impl UpstreamClient {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(https);
-        Ok(UpstreamClient { http, connector })
+        UpstreamClient { http, connector }
     }
 
     async fn send(
@@ -329,7 +333,7 @@ mod tests {
         assert_eq!(redact(b"plain", ""), b"plain");
     }
 
-    mod proxies {
+    mod connections {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         use tokio::net::TcpListener;
 
@@ -453,6 +457,120 @@ mod tests {
                 .await
                 .expect("a direct completion");
             assert_eq!(completion.text, "Hello");
+        }
+
+        /// A test CA, and a TLS server for `localhost` with a certificate it signed that answers one request
+        /// with a completion. Returns the CA's certificate and the server's port.
+        async fn tls_upstream() -> (rustls::pki_types::CertificateDer<'static>, u16) {
+            use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+            let ca_key = KeyPair::generate().expect("CA key");
+            let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+            let issuer = Issuer::new(ca_params, ca_key);
+            let server_key = KeyPair::generate().expect("server key");
+            let server_cert = CertificateParams::new(vec!["localhost".to_string()])
+                .expect("server params")
+                .signed_by(&server_key, &issuer)
+                .expect("server certificate");
+            let config =
+                rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .expect("versions")
+                    .with_no_client_auth()
+                    .with_single_cert(
+                        vec![server_cert.der().clone()],
+                        rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+                    )
+                    .expect("server config");
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let port = listener.local_addr().expect("address").port();
+            let answer = forwarded_answer();
+            tokio::spawn(async move {
+                let (socket, _) = listener.accept().await.expect("accept");
+                // A refused handshake ends here; the client reports it.
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                let mut buffer = [0u8; 4096];
+                let _ = tls.read(&mut buffer).await;
+                tls.write_all(answer.as_bytes()).await.expect("write");
+                tls.shutdown().await.ok();
+            });
+            (ca.der().clone(), port)
+        }
+
+        fn trusting(ca: rustls::pki_types::CertificateDer<'static>, proxies: Matcher) -> UpstreamClient {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca).expect("root");
+            let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            UpstreamClient::with_tls(Duration::from_secs(2), proxies, tls)
+        }
+
+        #[tokio::test]
+        async fn an_https_upstream_is_reached_with_its_certificate_checked() {
+            let (ca, port) = tls_upstream().await;
+            let completion = trusting(ca, Matcher::builder().build())
+                .complete(
+                    &OpenAi { dialect: Dialect::Compatible },
+                    &endpoint(&format!("https://localhost:{port}/v1")),
+                    &request(),
+                    TIMEOUTS,
+                )
+                .await
+                .expect("a completion over TLS");
+            assert_eq!(completion.text, "Hello");
+
+            // The platform's roots do not hold the test CA: the same server is refused.
+            let (_, port) = tls_upstream().await;
+            let error = UpstreamClient::with_proxies(Duration::from_secs(2), Matcher::builder().build())
+                .expect("client")
+                .complete(
+                    &OpenAi { dialect: Dialect::Compatible },
+                    &endpoint(&format!("https://localhost:{port}/v1")),
+                    &request(),
+                    TIMEOUTS,
+                )
+                .await
+                .expect_err("an untrusted certificate");
+            let ProviderError::Connection(message) = error else { panic!("{error:?}") };
+            assert!(message.contains("certificate"), "{message}");
+        }
+
+        #[tokio::test]
+        async fn tls_runs_end_to_end_through_a_connect_tunnel() {
+            let (ca, upstream_port) = tls_upstream().await;
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let proxy_address = listener.local_addr().expect("address");
+            let tunnel = tokio::spawn(async move {
+                let (mut client, _) = listener.accept().await.expect("accept");
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    client.read_exact(&mut byte).await.expect("read");
+                    head.push(byte[0]);
+                }
+                let mut upstream = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await.expect("connect");
+                client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.expect("write");
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                String::from_utf8_lossy(&head).into_owned()
+            });
+            let proxies = Matcher::builder().https(format!("http://{proxy_address}")).build();
+            let completion = trusting(ca, proxies)
+                .complete(
+                    &OpenAi { dialect: Dialect::Compatible },
+                    &endpoint(&format!("https://localhost:{upstream_port}/v1")),
+                    &request(),
+                    TIMEOUTS,
+                )
+                .await
+                .expect("a completion through the tunnel");
+            assert_eq!(completion.text, "Hello");
+            let head = tokio::time::timeout(Duration::from_secs(5), tunnel).await.expect("tunnel ends").expect("proxy");
+            assert!(head.starts_with(&format!("CONNECT localhost:{upstream_port} HTTP/1.1\r\n")), "{head}");
         }
 
         #[tokio::test]
