@@ -6,10 +6,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use saaschat_email_worker::settings::WorkerSettings;
 use saaschat_testkit::Redis;
 use saaschat_testkit::smtp::Mailpit;
+use saaschat_testkit::tls::LocalhostCertificate;
 use support::*;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -22,20 +22,11 @@ struct Certificates {
 
 /// A CA and a certificate for `localhost` signed by it, as PEM files in `dir`.
 fn certificates(dir: &Path) -> Certificates {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().expect("server key");
-    let server_cert = CertificateParams::new(vec!["localhost".to_string()])
-        .expect("server params")
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
+    let generated = LocalhostCertificate::generate();
     let files = Certificates { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") };
-    std::fs::write(&files.ca, ca_cert.pem()).expect("write CA");
-    std::fs::write(&files.cert, server_cert.pem()).expect("write certificate");
-    std::fs::write(&files.key, server_key.serialize_pem()).expect("write key");
+    std::fs::write(&files.ca, generated.ca.pem()).expect("write CA");
+    std::fs::write(&files.cert, generated.server.pem()).expect("write certificate");
+    std::fs::write(&files.key, generated.server_key.serialize_pem()).expect("write key");
     files
 }
 

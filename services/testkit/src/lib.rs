@@ -13,6 +13,7 @@ use tempfile::TempDir;
 
 pub mod smtp;
 pub mod stripe_mock;
+pub mod tls;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 

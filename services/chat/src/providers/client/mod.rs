@@ -341,6 +341,7 @@ mod tests {
         use crate::providers::openai::{Dialect, OpenAi};
         use crate::providers::{ChatMessage, FinishReason, Role};
         use saaschat_platform::secret::Secret;
+        use saaschat_testkit::tls::LocalhostCertificate;
 
         const TIMEOUTS: Timeouts = Timeouts { first_byte: Duration::from_secs(5), idle: Duration::from_secs(5) };
         const COMPLETION: &str = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
@@ -355,6 +356,13 @@ mod tests {
                 max_tokens: None,
                 stop: Vec::new(),
                 tools: Vec::new(),
+            }
+        }
+
+        impl UpstreamClient {
+            /// One whole completion from the OpenAI-compatible server at `base`.
+            async fn ask(&self, base: &str) -> Result<Completion, ProviderError> {
+                self.complete(&OpenAi { dialect: Dialect::Compatible }, &endpoint(base), &request(), TIMEOUTS).await
             }
         }
 
@@ -398,11 +406,8 @@ mod tests {
             let (proxy_url, served) = proxy(forwarded_answer()).await;
             let proxies = Matcher::builder().http(proxy_url).build();
             let client = UpstreamClient::with_proxies(Duration::from_secs(2), proxies).expect("client");
-            let provider = OpenAi { dialect: Dialect::Compatible };
-            let completion = client
-                .complete(&provider, &endpoint("http://vllm.models.svc:8000/v1"), &request(), TIMEOUTS)
-                .await
-                .expect("a completion through the proxy");
+            let completion =
+                client.ask("http://vllm.models.svc:8000/v1").await.expect("a completion through the proxy");
             assert_eq!(completion.text, "Hello");
             assert_eq!(completion.finish_reason, FinishReason::Stop);
             let head =
@@ -420,11 +425,7 @@ mod tests {
             let (proxy_url, served) = proxy("HTTP/1.1 200 Connection established\r\n\r\n").await;
             let proxies = Matcher::builder().https(proxy_url).build();
             let client = UpstreamClient::with_proxies(Duration::from_secs(2), proxies).expect("client");
-            let provider = OpenAi { dialect: Dialect::OpenAi };
-            let error = client
-                .complete(&provider, &endpoint("https://api.openai.com/v1"), &request(), TIMEOUTS)
-                .await
-                .expect_err("no TLS peer behind the tunnel");
+            let error = client.ask("https://api.openai.com/v1").await.expect_err("no TLS peer behind the tunnel");
             assert!(matches!(error, ProviderError::Connection(_)), "{error:?}");
             let head =
                 tokio::time::timeout(Duration::from_secs(5), served).await.expect("the proxy was used").expect("proxy");
@@ -447,39 +448,21 @@ mod tests {
             // The proxy would be a closed port: reaching it would fail the request.
             let proxies = Matcher::builder().http("http://127.0.0.1:9").no("127.0.0.1").build();
             let client = UpstreamClient::with_proxies(Duration::from_secs(2), proxies).expect("client");
-            let completion = client
-                .complete(
-                    &OpenAi { dialect: Dialect::Compatible },
-                    &endpoint(&format!("http://{address}/v1")),
-                    &request(),
-                    TIMEOUTS,
-                )
-                .await
-                .expect("a direct completion");
+            let completion = client.ask(&format!("http://{address}/v1")).await.expect("a direct completion");
             assert_eq!(completion.text, "Hello");
         }
 
         /// A test CA, and a TLS server for `localhost` with a certificate it signed that answers one request
         /// with a completion. Returns the CA's certificate and the server's port.
         async fn tls_upstream() -> (rustls::pki_types::CertificateDer<'static>, u16) {
-            use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-            let ca_key = KeyPair::generate().expect("CA key");
-            let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-            let issuer = Issuer::new(ca_params, ca_key);
-            let server_key = KeyPair::generate().expect("server key");
-            let server_cert = CertificateParams::new(vec!["localhost".to_string()])
-                .expect("server params")
-                .signed_by(&server_key, &issuer)
-                .expect("server certificate");
+            let LocalhostCertificate { ca, server, server_key } = LocalhostCertificate::generate();
             let config =
                 rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                     .with_safe_default_protocol_versions()
                     .expect("versions")
                     .with_no_client_auth()
                     .with_single_cert(
-                        vec![server_cert.der().clone()],
+                        vec![server.der().clone()],
                         rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
                     )
                     .expect("server config");
@@ -514,12 +497,7 @@ mod tests {
         async fn an_https_upstream_is_reached_with_its_certificate_checked() {
             let (ca, port) = tls_upstream().await;
             let completion = trusting(ca, Matcher::builder().build())
-                .complete(
-                    &OpenAi { dialect: Dialect::Compatible },
-                    &endpoint(&format!("https://localhost:{port}/v1")),
-                    &request(),
-                    TIMEOUTS,
-                )
+                .ask(&format!("https://localhost:{port}/v1"))
                 .await
                 .expect("a completion over TLS");
             assert_eq!(completion.text, "Hello");
@@ -528,12 +506,7 @@ mod tests {
             let (_, port) = tls_upstream().await;
             let error = UpstreamClient::with_proxies(Duration::from_secs(2), Matcher::builder().build())
                 .expect("client")
-                .complete(
-                    &OpenAi { dialect: Dialect::Compatible },
-                    &endpoint(&format!("https://localhost:{port}/v1")),
-                    &request(),
-                    TIMEOUTS,
-                )
+                .ask(&format!("https://localhost:{port}/v1"))
                 .await
                 .expect_err("an untrusted certificate");
             let ProviderError::Connection(message) = error else { panic!("{error:?}") };
@@ -560,12 +533,7 @@ mod tests {
             });
             let proxies = Matcher::builder().https(format!("http://{proxy_address}")).build();
             let completion = trusting(ca, proxies)
-                .complete(
-                    &OpenAi { dialect: Dialect::Compatible },
-                    &endpoint(&format!("https://localhost:{upstream_port}/v1")),
-                    &request(),
-                    TIMEOUTS,
-                )
+                .ask(&format!("https://localhost:{upstream_port}/v1"))
                 .await
                 .expect("a completion through the tunnel");
             assert_eq!(completion.text, "Hello");
@@ -577,15 +545,7 @@ mod tests {
         async fn a_proxy_other_than_http_is_refused_by_name_without_its_credentials() {
             let proxies = Matcher::builder().https("socks5://user:hunter2@127.0.0.1:1080").build();
             let client = UpstreamClient::with_proxies(Duration::from_secs(2), proxies).expect("client");
-            let error = client
-                .complete(
-                    &OpenAi { dialect: Dialect::OpenAi },
-                    &endpoint("https://api.openai.com/v1"),
-                    &request(),
-                    TIMEOUTS,
-                )
-                .await
-                .expect_err("socks is not supported");
+            let error = client.ask("https://api.openai.com/v1").await.expect_err("socks is not supported");
             let ProviderError::Connection(message) = error else { panic!("{error:?}") };
             assert!(message.contains("only http:// proxies are supported"), "{message}");
             assert!(!message.contains("hunter2"), "{message}");
