@@ -8,6 +8,7 @@ use saaschat_platform::Problem;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::providers::openai::{OpenAiToolCall, assistant_content};
 use crate::providers::{
     ChatMessage, Completion, CompletionRequest, ProviderEvent, Role, ToolCall, ToolDefinition, Usage,
 };
@@ -260,21 +261,7 @@ struct AssistantMessage<'a> {
     content: Option<&'a str>,
     refusal: Option<()>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<AnswerToolCall<'a>>,
-}
-
-#[derive(Serialize)]
-struct AnswerToolCall<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    call_type: &'static str,
-    function: AnswerFunction<'a>,
-}
-
-#[derive(Serialize)]
-struct AnswerFunction<'a> {
-    name: &'a str,
-    arguments: &'a str,
+    tool_calls: Vec<OpenAiToolCall<'a>>,
 }
 
 pub fn completion_json<'a>(
@@ -284,16 +271,6 @@ pub fn completion_json<'a>(
     completion: &'a Completion,
     usage: Usage,
 ) -> WholeCompletion<'a> {
-    let tool_calls: Vec<AnswerToolCall<'a>> = completion
-        .tool_calls
-        .iter()
-        .map(|call| AnswerToolCall {
-            id: &call.id,
-            call_type: "function",
-            function: AnswerFunction { name: &call.name, arguments: &call.arguments },
-        })
-        .collect();
-    let content = (tool_calls.is_empty() || !completion.text.is_empty()).then_some(completion.text.as_str());
     WholeCompletion {
         id,
         object: "chat.completion",
@@ -301,7 +278,12 @@ pub fn completion_json<'a>(
         model,
         choices: [WholeChoice {
             index: 0,
-            message: AssistantMessage { role: "assistant", content, refusal: None, tool_calls },
+            message: AssistantMessage {
+                role: "assistant",
+                content: assistant_content(&completion.text, &completion.tool_calls),
+                refusal: None,
+                tool_calls: OpenAiToolCall::all(&completion.tool_calls),
+            },
             logprobs: None,
             finish_reason: completion.finish_reason.as_openai(),
         }],

@@ -76,7 +76,7 @@ enum OutgoingMessage<'a> {
         /// `null` when the message is tool calls alone.
         content: Option<&'a str>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
-        tool_calls: Vec<OutgoingCall<'a>>,
+        tool_calls: Vec<OpenAiToolCall<'a>>,
     },
     Tool {
         tool_call_id: Option<&'a str>,
@@ -84,18 +84,37 @@ enum OutgoingMessage<'a> {
     },
 }
 
+/// A tool call as OpenAI's Chat Completions writes it, in the assistant messages of requests and in answers.
 #[derive(Serialize)]
-struct OutgoingCall<'a> {
+pub struct OpenAiToolCall<'a> {
     id: &'a str,
     #[serde(rename = "type")]
     call_type: &'static str,
-    function: OutgoingFunctionCall<'a>,
+    function: OpenAiFunctionCall<'a>,
 }
 
 #[derive(Serialize)]
-struct OutgoingFunctionCall<'a> {
+struct OpenAiFunctionCall<'a> {
     name: &'a str,
     arguments: &'a str,
+}
+
+impl<'a> OpenAiToolCall<'a> {
+    pub fn all(calls: &'a [ToolCall]) -> Vec<OpenAiToolCall<'a>> {
+        calls
+            .iter()
+            .map(|call| OpenAiToolCall {
+                id: &call.id,
+                call_type: "function",
+                function: OpenAiFunctionCall { name: &call.name, arguments: &call.arguments },
+            })
+            .collect()
+    }
+}
+
+/// An assistant message's `content`: `null` when the message is tool calls alone.
+pub fn assistant_content<'a>(text: &'a str, calls: &[ToolCall]) -> Option<&'a str> {
+    (calls.is_empty() || !text.is_empty()).then_some(text)
 }
 
 #[derive(Serialize)]
@@ -121,19 +140,10 @@ struct StreamOptions {
 fn outgoing_message(message: &ChatMessage) -> OutgoingMessage<'_> {
     match message.role {
         Role::User => OutgoingMessage::User { content: &message.content },
-        Role::Assistant => {
-            let tool_calls: Vec<OutgoingCall<'_>> = message
-                .tool_calls
-                .iter()
-                .map(|call| OutgoingCall {
-                    id: &call.id,
-                    call_type: "function",
-                    function: OutgoingFunctionCall { name: &call.name, arguments: &call.arguments },
-                })
-                .collect();
-            let content = (tool_calls.is_empty() || !message.content.is_empty()).then_some(message.content.as_str());
-            OutgoingMessage::Assistant { content, tool_calls }
-        }
+        Role::Assistant => OutgoingMessage::Assistant {
+            content: assistant_content(&message.content, &message.tool_calls),
+            tool_calls: OpenAiToolCall::all(&message.tool_calls),
+        },
         Role::Tool => {
             OutgoingMessage::Tool { tool_call_id: message.tool_call_id.as_deref(), content: &message.content }
         }
