@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use saaschat_testkit::process::cpu_seconds;
 use saaschat_testkit::{Postgres, Redis, free_port};
 use serde_json::{Value, json};
 
@@ -222,38 +223,17 @@ fn highest_rate(
     (held, tried)
 }
 
-/// CPU time of a process so far, in clock ticks (utime + stime of `/proc/<pid>/stat`).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let field = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
-}
-
-/// `getconf CLK_TCK`: the unit of `/proc/<pid>/stat`'s CPU times (100 on Linux nearly always).
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// Waits until the service and this process (the mock) have been idle for half a second, then two more
 /// seconds. After an overloaded run the service still works off the requests it had accepted, and a run
 /// started before it is done measures that backlog instead of its own rate.
 fn wait_until_idle(chat: u32) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let busy = || cpu_ticks(chat) + cpu_ticks(std::process::id());
+    let busy = || cpu_seconds(chat) + cpu_seconds(std::process::id());
     let mut before = busy();
     while std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
         let now = busy();
-        if now.saturating_sub(before) <= 2 {
+        if now - before <= 0.02 {
             break;
         }
         before = now;
@@ -317,16 +297,15 @@ fn main() {
     wait_until_idle(chat_pid);
 
     let mut out = std::io::stdout().lock();
-    let ticks_per_second = clock_ticks_per_second();
     writeln!(out, "| mode | rate (req/s) | direct p50 | direct p99 | gateway p50 | gateway p99 | overhead p50 | overhead p99 | gateway success | service CPU per request |").ok();
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").ok();
     for &stream in &modes {
         for &rate in &rates {
             let direct_figures = attack(dir.path(), &direct, stream, rate, seconds);
             wait_until_idle(chat_pid);
-            let ticks_before = cpu_ticks(chat_pid);
+            let cpu_before = cpu_seconds(chat_pid);
             let gateway_figures = attack(dir.path(), &gateway, stream, rate, seconds);
-            let service_seconds = cpu_ticks(chat_pid).saturating_sub(ticks_before) as f64 / ticks_per_second;
+            let service_seconds = cpu_seconds(chat_pid) - cpu_before;
             let cpu_per_request_us = service_seconds * 1e6 / f64::from(rate * seconds);
             wait_until_idle(chat_pid);
             writeln!(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod process;
 pub mod smtp;
 pub mod stripe_mock;
 pub mod tls;
