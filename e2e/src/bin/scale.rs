@@ -5,14 +5,16 @@
 //! audit log), the operator's peak RSS, and its requests and writes during one idle minute.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use saaschat_crds::ChatTenant;
 use saaschat_e2e::{OPERATOR_USER, Operator, admin, install, kubectl_ok, repo};
+use saaschat_testkit::process::cpu_seconds;
 
 fn tenant(index: usize) -> anyhow::Result<ChatTenant> {
     Ok(serde_json::from_value(serde_json::json!({
@@ -25,6 +27,42 @@ fn tenant(index: usize) -> anyhow::Result<ChatTenant> {
             "deletionPolicy": "Delete",
         }
     }))?)
+}
+
+/// Waits until kube-controller-manager's garbage collector watches ChatTenants, which it starts doing up to
+/// 30 s after the CRD appears (its discovery period). A cluster that has had the CRDs for a while is in that
+/// state; one whose garbage collector has not caught up yet turns every tenant into a "virtual" owner that it
+/// checks with a GET at 10 per second for minutes, and every object the tenant owns with another, which would
+/// be measured as load. The probe: a ChatTenant deleted in the foreground keeps its `foregroundDeletion`
+/// finalizer until the garbage collector has seen it, so it is gone only once ChatTenants are watched.
+async fn wait_for_garbage_collector(api: &Api<ChatTenant>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut probe = tenant(0)?;
+    probe.metadata.name = Some("gc-probe".into());
+    api.create(&PostParams::default(), &probe).await?;
+    api.delete("gc-probe", &DeleteParams::foreground()).await?;
+    while api.get_opt("gc-probe").await?.is_some() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the garbage collector has not picked up ChatTenants in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+/// CPU seconds used so far by each process of the control plane (kwokctl's `pids/<component>.pid` in the
+/// cluster's folder) and by the operator.
+fn cpu_by_process(cluster_dir: &Path, operator: &Operator) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut seconds = BTreeMap::from([("saaschat-operator".to_string(), cpu_seconds(operator.pid()))]);
+    for entry in std::fs::read_dir(cluster_dir.join("pids"))? {
+        let path = entry?.path();
+        let (Some(component), Ok(pid)) = (path.file_stem(), std::fs::read_to_string(&path)) else { continue };
+        if let Ok(pid) = pid.trim().parse() {
+            seconds.insert(component.to_string_lossy().into_owned(), cpu_seconds(pid));
+        }
+    }
+    Ok(seconds)
 }
 
 /// Requests by the operator's user in the audit log, by verb and resource, from `from_line` on.
@@ -90,9 +128,20 @@ async fn main() -> anyhow::Result<()> {
     let count: usize = std::env::args().nth(1).context("usage: scale <tenants>")?.parse()?;
     let audit_path = std::env::var("SAASCHAT_AUDIT_LOG").context("SAASCHAT_AUDIT_LOG")?;
     let client = admin().await?;
+    let installed = Instant::now();
     install(&client).await?;
     for sample in ["00-provider-secret.yaml", "01-aiprovider.yaml"] {
         kubectl_ok(&["apply", "-f", &repo().join("config/samples").join(sample).to_string_lossy()], None)?;
+    }
+    let api = Api::<ChatTenant>::all(client.clone());
+    let cluster_dir = Path::new(&audit_path).ancestors().nth(2).context("cluster folder of the audit log")?;
+    // `--operator-only` runs no controller-manager, hence no garbage collector.
+    if cluster_dir.join("pids/kube-controller-manager.pid").exists() {
+        wait_for_garbage_collector(&api).await?;
+        eprintln!(
+            "the garbage collector watches ChatTenants, {:.1?} after the CRDs were installed",
+            installed.elapsed()
+        );
     }
     // Tenants reconciled at once; SCALE_CONCURRENCY compares settings (16 unless given).
     let concurrency = std::env::var("SCALE_CONCURRENCY").unwrap_or_else(|_| "16".into());
@@ -100,8 +149,8 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let audit_start = std::fs::read_to_string(&audit_path)?.lines().count();
     let apiserver_before = apiserver_requests(&client).await?;
+    let cpu_before = cpu_by_process(cluster_dir, &operator)?;
 
-    let api = Api::<ChatTenant>::all(client.clone());
     let started = Instant::now();
     let limit = Arc::new(tokio::sync::Semaphore::new(32));
     let mut creations = Vec::new();
@@ -145,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("{:>6.1?}: reconciled {reconciled}/{count}, ready {ready}/{count}", started.elapsed());
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    let (cpu_total, cpu_top) = busiest(&cpu_before, &cpu_by_process(cluster_dir, &operator)?, 8);
     let reconciles = operator.counter("saaschat_operator_reconciles_total{controller=\"chattenant\"}")?;
     let busy_requests: usize = audited_requests(&std::fs::read_to_string(&audit_path)?, audit_start).values().sum();
     let peak_rss = operator.peak_rss()?;
@@ -189,6 +239,10 @@ async fn main() -> anyhow::Result<()> {
     println!("| API server requests until done, every client | {apiserver_total:.0} |");
     for (request, count) in apiserver_top {
         println!("| - {request} | {count:.0} |");
+    }
+    println!("| CPU seconds until done, every process of the cluster | {cpu_total:.1} |");
+    for (process, seconds) in cpu_top {
+        println!("| - {process} | {seconds:.1} |");
     }
     println!("| Events until done, by emitter and reason | {events_total:.0} |");
     for (event, count) in events_top {
