@@ -1,7 +1,8 @@
 //! Telemetry: logs, traces and error reports.
 //!
 //! - Logs: JSON lines on stdout, with the fields of the current request span (trace id, span id, route),
-//!   filtered by `RUST_LOG` (default `info`).
+//!   filtered by `RUST_LOG` (default `info`), written in batches at most 100 ms apart; warnings and errors at
+//!   once ([`log_output`]).
 //! - Traces: W3C trace context is continued on incoming requests and passed on to outgoing ones by
 //!   [`crate::http::trace`]. With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set,
 //!   every sampled request's server span and every client span of [`crate::http::TraceContext::send`] is
@@ -12,6 +13,7 @@
 //! The settings are read by [`settings::TelemetrySettings::from_lookup`]; `docs/operations.md` lists them.
 
 pub mod error_reporting;
+pub mod log_output;
 pub mod otlp;
 pub mod settings;
 
@@ -50,14 +52,19 @@ pub enum TelemetryError {
     Otlp(#[from] otlp::StartError),
     #[error(transparent)]
     Sentry(#[from] error_reporting::StartError),
+    #[error("cannot start the thread that writes the log: {0}")]
+    LogOutput(#[source] std::io::Error),
 }
 
 /// Keep it until the end of `main`: dropping it sends what is still queued (spans, error reports), waiting up to
-/// five seconds. Export and reporting go on after a drop, so dropping it early only loses the flush at exit.
+/// five seconds, and writes the log lines still buffered. Export and reporting go on after a drop, so dropping it
+/// early only loses the flush at exit; log lines are then written as they come.
 #[must_use = "keep the guard until the end of main so queued telemetry is sent at exit"]
 pub struct TelemetryGuard {
     exporter: Option<Exporter>,
     sentry: Option<Arc<sentry::Client>>,
+    /// Dropped after the flush above, so that the lines it logs are written too.
+    _logs: log_output::LogFlusher,
 }
 
 impl TelemetryGuard {
@@ -92,7 +99,10 @@ pub fn init_from_lookup(
     // Both HTTP clients use rustls without a built-in provider; the platform's is ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (log_output, log_flusher) =
+        log_output::BatchedOutput::start(std::io::stdout()).map_err(TelemetryError::LogOutput)?;
     let logs = tracing_subscriber::fmt::layer()
+        .with_writer(log_output)
         .json()
         .flatten_event(true)
         .with_current_span(true)
@@ -128,5 +138,5 @@ pub fn init_from_lookup(
         sentry = if sentry.is_some() { "on" } else { "off" },
         "starting"
     );
-    Ok(TelemetryGuard { exporter, sentry })
+    Ok(TelemetryGuard { exporter, sentry, _logs: log_flusher })
 }

@@ -191,15 +191,14 @@ pub async fn trace_requests(mut request: Request, next: Next) -> Response {
         trace_id = %context.trace_id_hex(),
         span_id = %context.span_id_hex(),
         parent_span_id = %parent_span_id,
-        http.response.status_code = tracing::field::Empty,
     );
     request.extensions_mut().insert(context);
     let start = SystemTime::now();
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
+    // The status goes in the closing line only: recording it in the span would format all its fields again.
     let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status >= 500 {
