@@ -12,7 +12,8 @@
 //! verification) in this process, and the release `saaschat-chat` binary beside this example, then prints a
 //! Markdown table: latencies and the service's own CPU time per request at each of `BENCH_RATES`, then the
 //! highest rate of `BENCH_RAMP` held (`BENCH_RAMP=none` skips the ramp). `BENCH_MODES=streaming` (or
-//! `non-streaming`) runs one mode only.
+//! `non-streaming`) runs one mode only. The service logs as in production (`RUST_LOG=info`, a line per
+//! request) to a file, as a container runtime would keep it; `BENCH_CHAT_LOG` sets another filter.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,8 +131,8 @@ fn start_chat(dir: &Path, postgres: &Postgres, redis: &Redis, stubs: u16, port: 
         .env("SAASCHAT_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", postgres.url())
         .env("REDIS_URL", redis.url())
-        .env("RUST_LOG", std::env::var("BENCH_CHAT_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(if std::env::var_os("BENCH_CHAT_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .env("RUST_LOG", std::env::var("BENCH_CHAT_LOG").unwrap_or_else(|_| "info".into()))
+        .stdout(std::fs::File::create(dir.join("chat.log")).expect("log file"))
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start saaschat-chat")
@@ -141,7 +142,7 @@ fn wait_ready(port: u16) {
     for _ in 0..300 {
         let ready = Command::new("curl")
             .args(["-sf", &format!("http://127.0.0.1:{port}/readyz")])
-            .stdout(if std::env::var_os("BENCH_CHAT_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .stdout(Stdio::null())
             .status();
         if ready.is_ok_and(|status| status.success()) {
             return;
