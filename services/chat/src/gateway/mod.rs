@@ -214,28 +214,28 @@ impl Gateway {
         }
     }
 
-    fn breaker_allows(&self, provider: &str) -> bool {
+    /// Runs `use_breaker` on the provider's circuit breaker, created on first use.
+    fn with_breaker<T>(&self, provider: &str, use_breaker: impl FnOnce(&mut Breaker) -> T) -> T {
         let mut breakers = self.breakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The provider's name is copied only the first time: this runs for every call.
+        // The provider's name is copied only the first time: this runs twice for every call.
         if let Some(breaker) = breakers.get_mut(provider) {
-            return breaker.allow(Instant::now());
+            return use_breaker(breaker);
         }
-        breakers.entry(provider.to_string()).or_default().allow(Instant::now())
+        use_breaker(breakers.entry(provider.to_string()).or_default())
+    }
+
+    fn breaker_allows(&self, provider: &str) -> bool {
+        self.with_breaker(provider, |breaker| breaker.allow(Instant::now()))
     }
 
     fn record_result(&self, provider: &str, result: Result<(), &ProviderError>) {
-        let mut breakers = self.breakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !breakers.contains_key(provider) {
-            breakers.insert(provider.to_string(), Breaker::default());
-        }
-        let Some(breaker) = breakers.get_mut(provider) else { return };
-        match result {
+        self.with_breaker(provider, |breaker| match result {
             Ok(()) => breaker.record_success(),
             Err(error) if error.counts_against_provider() => {
                 breaker.record_failure(&self.settings.breaker, Instant::now())
             }
             Err(_) => breaker.record_neutral(),
-        }
+        });
         let label = match result {
             Ok(()) => "ok",
             Err(error) => error.kind(),

@@ -32,9 +32,14 @@ struct Shared<W> {
     pending: Mutex<Vec<u8>>,
     /// Held while a batch is taken and written, so batches reach the output in the order they were taken.
     output: Mutex<W>,
+    control: Arc<Control>,
+}
+
+/// The flusher's stop signal, apart from the output so that [`LogFlusher`] need not name its type.
+struct Control {
     stopping: Mutex<bool>,
     wake: std::sync::Condvar,
-    /// Set once the flusher has stopped: every line is then written as it comes.
+    /// Set once the flusher is told to stop: every line is then written as it comes.
     unbatched: AtomicBool,
 }
 
@@ -46,28 +51,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<W: Write + Send + 'static> BatchedOutput<W> {
     /// The output and the thread that writes it out every [`FLUSH_EVERY`]; keep the flusher until the end.
     pub fn start(output: W) -> std::io::Result<(BatchedOutput<W>, LogFlusher)> {
-        let shared = Arc::new(Shared {
-            pending: Mutex::new(Vec::with_capacity(64 * 1024)),
-            output: Mutex::new(output),
+        let control = Arc::new(Control {
             stopping: Mutex::new(false),
             wake: std::sync::Condvar::new(),
             unbatched: AtomicBool::new(false),
         });
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Vec::with_capacity(64 * 1024)),
+            output: Mutex::new(output),
+            control: control.clone(),
+        });
         let flusher = shared.clone();
         let thread = std::thread::Builder::new().name("log-flush".into()).spawn(move || {
-            let mut stopping = lock(&flusher.stopping);
+            let control = &flusher.control;
+            let mut stopping = lock(&control.stopping);
             while !*stopping {
-                stopping = flusher.wake.wait_timeout(stopping, FLUSH_EVERY).unwrap_or_else(PoisonError::into_inner).0;
+                stopping = control.wake.wait_timeout(stopping, FLUSH_EVERY).unwrap_or_else(PoisonError::into_inner).0;
                 flusher.flush();
             }
         })?;
-        let stop = shared.clone();
-        let stop: Box<dyn Fn() + Send + Sync> = Box::new(move || {
-            stop.unbatched.store(true, Ordering::Release);
-            *lock(&stop.stopping) = true;
-            stop.wake.notify_all();
-        });
-        Ok((BatchedOutput { shared }, LogFlusher { thread: Some(thread), stop }))
+        Ok((BatchedOutput { shared }, LogFlusher { thread: Some(thread), control }))
     }
 }
 
@@ -86,12 +89,14 @@ impl<W: Write> Shared<W> {
 #[must_use = "dropping the flusher stops batched log output"]
 pub struct LogFlusher {
     thread: Option<JoinHandle<()>>,
-    stop: Box<dyn Fn() + Send + Sync>,
+    control: Arc<Control>,
 }
 
 impl Drop for LogFlusher {
     fn drop(&mut self) {
-        (self.stop)();
+        self.control.unbatched.store(true, Ordering::Release);
+        *lock(&self.control.stopping) = true;
+        self.control.wake.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -111,7 +116,7 @@ impl<W: Write> Write for LineWriter<'_, W> {
             pending.extend_from_slice(bytes);
             pending.len() >= FULL
         };
-        if full || self.shared.unbatched.load(Ordering::Acquire) {
+        if full || self.shared.control.unbatched.load(Ordering::Acquire) {
             self.shared.flush();
         }
         Ok(bytes.len())

@@ -377,20 +377,25 @@ mod tests {
             let address = listener.local_addr().expect("address");
             let served = tokio::spawn(async move {
                 let (mut socket, _) = listener.accept().await.expect("accept");
-                let mut received = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !received.windows(4).any(|window| window == b"\r\n\r\n") {
-                    let read = socket.read(&mut buffer).await.expect("read");
-                    if read == 0 {
-                        break;
-                    }
-                    received.extend_from_slice(&buffer[..read]);
-                }
+                let head = read_head(&mut socket).await;
                 socket.write_all(answer.as_bytes()).await.expect("write");
                 socket.shutdown().await.ok();
-                String::from_utf8_lossy(&received).into_owned()
+                head
             });
             (format!("http://proxy-user:proxy-secret@{address}"), served)
+        }
+
+        /// A request's head, read a byte at a time so that nothing after it (a tunnel's traffic) is consumed.
+        async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if socket.read(&mut byte).await.expect("read") == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            String::from_utf8_lossy(&head).into_owned()
         }
 
         fn forwarded_answer() -> &'static str {
@@ -520,16 +525,11 @@ mod tests {
             let proxy_address = listener.local_addr().expect("address");
             let tunnel = tokio::spawn(async move {
                 let (mut client, _) = listener.accept().await.expect("accept");
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    client.read_exact(&mut byte).await.expect("read");
-                    head.push(byte[0]);
-                }
+                let head = read_head(&mut client).await;
                 let mut upstream = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await.expect("connect");
                 client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.expect("write");
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                String::from_utf8_lossy(&head).into_owned()
+                head
             });
             let proxies = Matcher::builder().https(format!("http://{proxy_address}")).build();
             let completion = trusting(ca, proxies)
