@@ -1,8 +1,8 @@
 //! Telemetry: logs, traces and error reports.
 //!
 //! - Logs: JSON lines on stdout, with the fields of the current request span (trace id, span id, route),
-//!   filtered by `RUST_LOG` (default `info`), written in batches at most 100 ms apart; warnings and errors at
-//!   once ([`log_output`]).
+//!   filtered by `RUST_LOG` (default `info`), formatted without intermediate trees ([`log_format`]), written
+//!   in batches at most 100 ms apart; warnings and errors at once ([`log_output`]).
 //! - Traces: W3C trace context is continued on incoming requests and passed on to outgoing ones by
 //!   [`crate::http::trace`]. With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set,
 //!   every sampled request's server span and every client span of [`crate::http::TraceContext::send`] is
@@ -13,6 +13,7 @@
 //! The settings are read by [`settings::TelemetrySettings::from_lookup`]; `docs/operations.md` lists them.
 
 pub mod error_reporting;
+pub mod log_format;
 pub mod log_output;
 pub mod otlp;
 pub mod settings;
@@ -103,11 +104,8 @@ pub fn init_from_lookup(
         log_output::BatchedOutput::start(std::io::stdout()).map_err(TelemetryError::LogOutput)?;
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(log_output)
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(true)
+        .fmt_fields(log_format::SpanMembers)
+        .event_format(log_format::JsonLines)
         .with_filter(filter);
     let sentry_layers = settings.sentry.as_ref().map(|_| {
         sentry::integrations::tracing::ErrorLayer::new()
