@@ -316,6 +316,23 @@ mod tests {
     }
 
     #[test]
+    fn records_of_the_log_crate_keep_their_level_and_target_without_log_fields() {
+        let (ours, _) = log_both(|| {
+            let record = log::Record::builder()
+                .level(log::Level::Warn)
+                .target("hyper::proto")
+                .module_path(Some("hyper::proto::h1"))
+                .file(Some("h1.rs"))
+                .line(Some(7))
+                .args(format_args!("connection reset"))
+                .build();
+            tracing_log::format_trace(&record).expect("log");
+        });
+        let line = without_timestamp(ours).remove(0);
+        assert_eq!(line, json!({ "level": "WARN", "message": "connection reset", "target": "hyper::proto" }));
+    }
+
+    #[test]
     fn control_characters_are_escaped() {
         let mut out = String::new();
         write_string(&mut out, "a\u{0}b\u{1f}c\"").expect("write");
