@@ -94,7 +94,9 @@ async fn one_replica_admits_exactly_its_limit_and_asks_redis_for_few_of_them() {
     let scripts = scripts_run(&mut connection).await - before;
     // Without leases it would be 10,000. Here nothing slows the requests down, so a lease can run dry before
     // its top-up is back, and the requests in flight then go to Redis; at a real request rate that is rare.
-    assert!(scripts <= 500, "10,000 requests far from the limit took {scripts} scripts; leases should spare most");
+    // How often depends on the scheduling of 32 requests in flight on two threads: usually under 500, once
+    // 527 on a busy host, so the bound is a tenth of the requests.
+    assert!(scripts <= 1_000, "10,000 requests far from the limit took {scripts} scripts; leases should spare most");
 
     // Nearer the end the leases shrink, and at the end nothing is leased any more: every request is checked in
     // Redis, and exactly the limit passes.
