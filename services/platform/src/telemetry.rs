@@ -12,6 +12,8 @@
 //!
 //! The settings are read by [`settings::TelemetrySettings::from_lookup`]; `docs/operations.md` lists them.
 
+#[cfg(test)]
+mod captured;
 pub mod error_reporting;
 pub mod log_format;
 pub mod log_output;

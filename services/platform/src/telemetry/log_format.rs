@@ -104,15 +104,12 @@ impl<'a, W: Write> Members<'a, W> {
         if self.result.is_err() || name.starts_with("log.") {
             return;
         }
-        let name = name.strip_prefix("r#").unwrap_or(name);
-        self.result = (|| {
-            if !std::mem::take(&mut self.first) {
-                self.writer.write_char(',')?;
-            }
-            write_string(self.writer, name)?;
+        let separator = if std::mem::take(&mut self.first) { "" } else { "," };
+        self.result = self.writer.write_str(separator).and_then(|()| {
+            write_string(self.writer, name.strip_prefix("r#").unwrap_or(name))?;
             self.writer.write_char(':')?;
             value(self.writer)
-        })();
+        });
     }
 }
 
@@ -188,45 +185,10 @@ impl<W: Write + ?Sized> Write for Escaping<'_, W> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use serde_json::{Value, json};
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
-    }
-
-    impl Captured {
-        fn lines(&self) -> Vec<Value> {
-            let bytes = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-            String::from_utf8(bytes)
-                .expect("UTF-8")
-                .lines()
-                .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
-                .collect()
-        }
-    }
+    use crate::telemetry::captured::Captured;
 
     /// Logs the same things through this format and through tracing-subscriber's JSON format.
     fn log_both(log: impl Fn()) -> (Vec<Value>, Vec<Value>) {
@@ -248,7 +210,7 @@ mod tests {
             .with_writer(theirs.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, &log);
-        (ours.lines(), theirs.lines())
+        (ours.json_lines(), theirs.json_lines())
     }
 
     fn without_timestamp(mut lines: Vec<Value>) -> Vec<Value> {

@@ -154,27 +154,7 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    /// An output the test can read while the log writes to it.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            lock(&self.0).extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn lines(&self) -> Vec<String> {
-            String::from_utf8_lossy(&lock(&self.0)).lines().map(str::to_string).collect()
-        }
-    }
+    use crate::telemetry::captured::Captured;
 
     fn logger(output: BatchedOutput<Captured>) -> impl tracing::Subscriber {
         tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().json().with_writer(output))
