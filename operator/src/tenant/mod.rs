@@ -364,7 +364,7 @@ mod mock_api_tests {
     }
 
     #[tokio::test]
-    async fn a_new_tenant_first_gets_the_cleanup_finalizer() {
+    async fn a_new_tenant_gets_the_cleanup_finalizer_before_anything_is_applied() {
         let (ctx, mut api) = context();
         let server = tokio::spawn(async move {
             let (request, reply) = api.next_request().await.expect("the finalizer patch");
@@ -379,10 +379,18 @@ mod mock_api_tests {
             reply.send_response(
                 Response::builder().body(Body::from(serde_json::to_vec(&patched).expect("json"))).expect("response"),
             );
+            // The same reconcile goes on to apply, the namespace first, and reports the refusal.
+            let (request, reply) = api.next_request().await.expect("the namespace");
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(request.uri().path(), "/api/v1/namespaces/tenant-acme");
+            reply.send_error(std::io::Error::other("refused by the test"));
+            let (request, reply) = api.next_request().await.expect("the status");
+            assert_eq!(request.uri().path(), "/apis/saaschat.io/v1alpha1/chattenants/acme/status");
+            reply.send_error(std::io::Error::other("refused by the test"));
         });
-        let action = reconcile::reconcile(Arc::new(tenant("acme")), ctx.clone()).await.expect("reconciles");
-        assert_eq!(action, Action::await_change(), "the patch itself triggers the next reconcile");
-        tokio::time::timeout(Duration::from_secs(5), server).await.expect("the patch was sent").expect("server");
+        let result = reconcile::reconcile(Arc::new(tenant("acme")), ctx.clone()).await;
+        assert!(matches!(result, Err(Error::Status(_))), "{result:?}");
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("both requests were sent").expect("server");
         assert!(ctx.metrics.render().contains(r#"reconciles_total{controller="chattenant"} 1"#));
     }
 

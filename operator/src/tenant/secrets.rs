@@ -197,6 +197,17 @@ fn expected_digest(data: Option<&BTreeMap<String, ByteString>>) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// When `ensure` reads a Secret before writing it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPolicy {
+    /// A Secret seen as it should be this recently is not read again.
+    pub max_age: Duration,
+    /// The Secrets most likely do not exist yet (a tenant never reconciled): they are created without a read
+    /// first, saving a round trip. One that exists after all is left alone if generated, and a conflict
+    /// (retried, with a read) if copied.
+    pub probably_missing: bool,
+}
+
 /// Ensures every desired Secret exists with the right contents, all at the same time. Returns the number of
 /// writes made.
 pub async fn ensure(
@@ -206,10 +217,10 @@ pub async fn ensure(
     namespace: &str,
     metrics: &Metrics,
     verified: &Verified,
-    max_age: Duration,
+    policy: ReadPolicy,
 ) -> Result<usize, SecretError> {
     let written = futures::future::try_join_all(
-        desired.iter().map(|secret| ensure_one(api, secret, sources, namespace, metrics, verified, max_age)),
+        desired.iter().map(|secret| ensure_one(api, secret, sources, namespace, metrics, verified, policy)),
     )
     .await?;
     Ok(written.into_iter().filter(|written| *written).count())
@@ -242,7 +253,7 @@ async fn ensure_one(
     namespace: &str,
     metrics: &Metrics,
     verified: &Verified,
-    max_age: Duration,
+    policy: ReadPolicy,
 ) -> Result<bool, SecretError> {
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
     let name = secret.name().to_string();
@@ -253,10 +264,10 @@ async fn ensure_one(
     };
     let cache_key = (namespace.to_string(), name.clone());
     let digest = expected_digest(copied.as_ref().and_then(|data| data.as_ref()));
-    if verified.is_fresh(&cache_key, digest, max_age) {
+    if verified.is_fresh(&cache_key, digest, policy.max_age) {
         return Ok(false);
     }
-    let current = api.get_opt(&name).await.map_err(api_error)?;
+    let current = if policy.probably_missing { None } else { api.get_opt(&name).await.map_err(api_error)? };
     match &secret.source {
         SecretSource::Generated(kind) => {
             if current.is_some() {
@@ -284,36 +295,45 @@ async fn ensure_one(
             let Some(data) = copied.flatten() else {
                 return Ok(false);
             };
-            let up_to_date = current.as_ref().is_some_and(|current| {
-                current.data.as_ref() == Some(&data)
-                    && current.metadata.labels == secret.meta.labels
-                    && current.metadata.owner_references == secret.meta.owner_references
-            });
-            if up_to_date {
-                verified.record(cache_key, digest);
-                return Ok(false);
-            }
             let mut object = Secret {
                 metadata: secret.meta.clone(),
                 data: Some(data),
                 type_: Some("Opaque".into()),
                 ..Secret::default()
             };
+            let current = match current {
+                Some(current) => current,
+                None => match api.create(&params, &object).await {
+                    Ok(_) => {
+                        verified.record(cache_key, digest);
+                        metrics.record_write_of("Secret", "write");
+                        return Ok(true);
+                    }
+                    // Not read first (`probably_missing`), or created since it was read: compare what is there.
+                    Err(kube::Error::Api(status)) if status.code == 409 => api.get(&name).await.map_err(api_error)?,
+                    Err(error) => return Err(api_error(error)),
+                },
+            };
+            if is_copy_of(&current, &object) {
+                verified.record(cache_key, digest);
+                return Ok(false);
+            }
             // A copy is wholly the operator's: replacing it (not merging) drops keys the source no longer
             // has, and the resourceVersion makes a concurrent change a retryable conflict.
-            let written = match current {
-                Some(current) => {
-                    object.metadata.resource_version = current.metadata.resource_version;
-                    api.replace(&name, &params, &object).await
-                }
-                None => api.create(&params, &object).await,
-            };
-            written.map_err(api_error)?;
+            object.metadata.resource_version = current.metadata.resource_version;
+            api.replace(&name, &params, &object).await.map_err(api_error)?;
             verified.record(cache_key, digest);
             metrics.record_write_of("Secret", "write");
             Ok(true)
         }
     }
+}
+
+/// Whether `current` holds what the desired copy does, with the operator's labels and owner.
+fn is_copy_of(current: &Secret, desired: &Secret) -> bool {
+    current.data == desired.data
+        && current.metadata.labels == desired.metadata.labels
+        && current.metadata.owner_references == desired.metadata.owner_references
 }
 
 #[cfg(test)]
@@ -378,6 +398,88 @@ mod tests {
         };
         let (changed, ()) = tokio::join!(cache.read(&api, "saaschat-system", &names), get);
         assert_eq!(api_key(changed.expect("read")), "two");
+    }
+
+    /// A tenant never reconciled has its Secrets created without a read. One that exists after all is kept if
+    /// generated (never overwritten), and compared and replaced if it is a copy.
+    #[tokio::test]
+    async fn secrets_probably_missing_are_created_without_a_read_and_existing_ones_handled() {
+        use crate::build::CopiedKey;
+        use http::{Method, Request, Response, StatusCode};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        use kube::client::Body;
+        use tower_test::mock;
+
+        let (service, mut server) = mock::pair::<Request<Body>, Response<Body>>();
+        let api = Api::<Secret>::namespaced(kube::Client::new(service, "default"), "tenant-acme");
+        let meta = |name: &str| ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() };
+        let reference = saaschat_crds::SecretKeyRef { name: "openai".into(), key: "api-key".into() };
+        let desired = vec![
+            DesiredSecret {
+                meta: meta("jwt"),
+                source: SecretSource::Generated(GeneratedSecret::JwtSigningKey),
+                retained_with_data: false,
+            },
+            DesiredSecret {
+                meta: meta("provider-openai"),
+                source: SecretSource::Copied(vec![CopiedKey { key: "api-key".into(), source: reference }]),
+                retained_with_data: false,
+            },
+        ];
+        let sources: SourceSecrets =
+            [("openai".to_string(), Some([("api-key".to_string(), ByteString(b"new".to_vec()))].into()))].into();
+        let exists = || {
+            let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "AlreadyExists", "code": 409});
+            Response::builder()
+                .status(StatusCode::CONFLICT)
+                .body(Body::from(serde_json::to_vec(&status).expect("json")))
+                .expect("response")
+        };
+        let api_server = async {
+            let mut seen = Vec::new();
+            while let Some((request, reply)) = server.next_request().await {
+                let (method, path) = (request.method().clone(), request.uri().path().to_string());
+                seen.push(format!("{method} {path}"));
+                let body = request.into_body().collect_bytes().await.expect("body");
+                match (method, path.as_str()) {
+                    (Method::POST, "/api/v1/namespaces/tenant-acme/secrets") => reply.send_response(exists()),
+                    (Method::GET, "/api/v1/namespaces/tenant-acme/secrets/provider-openai") => {
+                        let stale = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                            "metadata": {"name": "provider-openai", "resourceVersion": "7"},
+                            "data": {"api-key": "b2xk"}});
+                        reply.send_response(Response::new(Body::from(serde_json::to_vec(&stale).expect("json"))));
+                    }
+                    (Method::PUT, "/api/v1/namespaces/tenant-acme/secrets/provider-openai") => {
+                        let sent: Secret = serde_json::from_slice(&body).expect("a secret");
+                        assert_eq!(sent.metadata.resource_version.as_deref(), Some("7"), "guarded by the version");
+                        reply.send_response(Response::new(Body::from(body)));
+                    }
+                    (method, path) => panic!("unexpected {method} {path}"),
+                }
+            }
+            seen.sort();
+            seen
+        };
+        let metrics = Metrics::new().expect("metrics");
+        let policy = ReadPolicy { max_age: Duration::from_secs(300), probably_missing: true };
+        let ensured = async {
+            let written = ensure(&api, &desired, &sources, "tenant-acme", &metrics, &Verified::default(), policy).await;
+            drop(api);
+            written
+        };
+        let (written, seen) = tokio::join!(ensured, api_server);
+        assert_eq!(written.expect("ensured"), 1, "only the stale copy was written");
+        assert_eq!(
+            seen,
+            [
+                "GET /api/v1/namespaces/tenant-acme/secrets/provider-openai",
+                "POST /api/v1/namespaces/tenant-acme/secrets",
+                "POST /api/v1/namespaces/tenant-acme/secrets",
+                "PUT /api/v1/namespaces/tenant-acme/secrets/provider-openai",
+            ],
+            "the generated Secret was never read nor overwritten"
+        );
     }
 
     #[test]
