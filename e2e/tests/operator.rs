@@ -107,13 +107,14 @@ async fn deployment_replicas(client: &Client, namespace: &str) -> BTreeMap<Strin
         .collect()
 }
 
-/// The objects of a complete tenant (ARCHITECTURE §4), all present.
-async fn assert_complete(client: &Client, namespace: &str) {
+/// The objects of a complete tenant (ARCHITECTURE §4), all present; `autoscaled`: the services whose bounds
+/// leave room to scale (all four on the pro plan, only the email worker with the free plan's cap).
+async fn assert_complete(client: &Client, namespace: &str, autoscaled: &[&str]) {
     let services = set(&["auth", "billing", "chat", "email-worker"]);
     let workloads = set(&["auth", "billing", "chat", "email-worker", "postgres", "redis"]);
     assert_eq!(names::<Deployment>(client, namespace).await, services);
     assert_eq!(names::<StatefulSet>(client, namespace).await, set(&["postgres", "redis"]));
-    assert_eq!(names::<HorizontalPodAutoscaler>(client, namespace).await, services);
+    assert_eq!(names::<HorizontalPodAutoscaler>(client, namespace).await, set(autoscaled));
     assert_eq!(names::<PodDisruptionBudget>(client, namespace).await, services);
     assert_eq!(names::<Service>(client, namespace).await, workloads);
     assert_eq!(names::<k8s_openapi::api::core::v1::ServiceAccount>(client, namespace).await, workloads);
@@ -259,7 +260,7 @@ async fn the_sample_tenant_lives_its_whole_life() {
     assert_eq!(status.plan.as_deref(), Some("pro"));
     assert!(status.components.iter().all(|c| c.ready) && status.components.len() == 6);
     let namespace = "tenant-acme";
-    assert_complete(&client, namespace).await;
+    assert_complete(&client, namespace, &["auth", "billing", "chat", "email-worker"]).await;
 
     // Every service sends its telemetry where the operator was told, and its NetworkPolicy (accepted by the
     // API server, or the tenant would not be Ready) lets it reach the collector's namespace.
@@ -614,7 +615,7 @@ async fn a_crashed_operator_converges_after_restart() {
             operator = Operator::start(&name).expect("operator restarts");
         }
         wait_condition(&client, &name, "Ready", "True", None).await;
-        assert_complete(&client, &namespace).await;
+        assert_complete(&client, &namespace, &["email-worker"]).await;
         let subscriptions = Api::<Subscription>::namespaced(client.clone(), &namespace)
             .list(&ListParams::default())
             .await
@@ -641,12 +642,23 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     assert!((writes_a > 0.0) != (writes_b > 0.0), "exactly one replica writes: a={writes_a} b={writes_b}");
     let (mut leader, standby) = if writes_a > 0.0 { (a, b) } else { (b, a) };
 
+    // The free plan caps chat at 3 replicas, the default minimum: bounds that meet get no autoscaler, and the
+    // operator itself keeps the count, undoing a change by hand.
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), "tenant-leader");
+    assert!(hpas.get_opt("chat").await.expect("get").is_none(), "no autoscaler that could never scale");
+    kubectl_ok(&["-n", "tenant-leader", "scale", "deploy/chat", "--replicas=1"], None).expect("scale down");
+    eventually("chat back at 3", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move { Ok((deployment_replicas(&client, "tenant-leader").await["chat"] == Some(3)).then_some(())) }
+    })
+    .await
+    .expect("replicas kept by the operator");
+
     leader.kill();
     let tenants = Api::<ChatTenant>::all(client.clone());
-    // The free plan caps chat at 3 replicas, so the change is seen in minReplicas.
+    // A wider range makes chat autoscaled, with the new minimum.
     let patch = json!({"spec": {"components": {"chat": {"minReplicas": 2, "maxReplicas": 7}}}});
     tenants.patch("leader", &PatchParams::default(), &Patch::Merge(patch)).await.expect("change");
-    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), "tenant-leader");
     eventually("the standby applies the change", Duration::from_secs(45), || {
         let hpas = hpas.clone();
         async move { Ok((hpas.get("chat").await?.spec.min_replicas == Some(2)).then_some(())) }

@@ -64,6 +64,8 @@ pub struct Current {
     uid: Option<String>,
     marker: Option<String>,
     deleting: bool,
+    /// A Deployment's or StatefulSet's `spec.replicas`, kept apart from the marker (see `workload`).
+    replicas: Option<i32>,
 }
 
 impl Current {
@@ -72,21 +74,25 @@ impl Current {
             uid: meta.uid.clone(),
             marker: change_marker(kind, meta),
             deleting: meta.deletion_timestamp.is_some(),
+            replicas: None,
         }
     }
 
     /// A Deployment's or StatefulSet's change marker is its spec without `replicas`, which the autoscaler owns:
-    /// a scale by the autoscaler bumps the generation too, and must not count as drift.
+    /// a scale by the autoscaler bumps the generation too, and must not count as drift. The replicas are
+    /// compared with the desired ones instead (`decide`), which carry the autoscaler's choice over.
     fn workload<K>(workload: &Workload<K>) -> Self {
         Current {
             marker: workload.spec_digest.map(|digest| digest.iter().map(|b| format!("{b:02x}")).collect()),
             uid: workload.metadata.uid.clone(),
             deleting: workload.metadata.deletion_timestamp.is_some(),
+            replicas: workload.replicas,
         }
     }
 
+    /// What must stay the same for an applied object to be untouched since (the replicas are not in it).
     fn digest(&self) -> u64 {
-        hash_of(self)
+        hash_of((&self.uid, &self.marker, self.deleting))
     }
 
     /// The state of an object as returned by the API server after an apply.
@@ -124,8 +130,15 @@ fn decide(object: &DynamicObject, last: Option<&Fingerprint>, current: Option<&C
     let (Some(last), Some(current)) = (last, current) else {
         return ApplyDecision::Apply;
     };
-    let unchanged = last.desired == desired_digest(object) && last.after == current.digest() && !current.deleting;
+    // Scaled away from what is desired: by hand, where the operator keeps the count itself.
+    let rescaled = current.replicas.is_some() && current.replicas != desired_replicas(object);
+    let unchanged =
+        last.desired == desired_digest(object) && last.after == current.digest() && !current.deleting && !rescaled;
     if unchanged { ApplyDecision::UpToDate } else { ApplyDecision::Apply }
+}
+
+fn desired_replicas(object: &DynamicObject) -> Option<i32> {
+    object.data.get("spec")?.get("replicas")?.as_i64().and_then(|replicas| i32::try_from(replicas).ok())
 }
 
 /// The reflector stores through which the operator sees the objects it owns (metadata only, except where
@@ -422,14 +435,31 @@ mod tests {
         Deployment { metadata: meta("u1", generation, "1"), spec: Some(spec), status: None }
     }
 
+    fn desired_deployment(replicas: i32) -> DynamicObject {
+        let mut object = DynamicObject::new("chat", &ApiResource::erase::<Deployment>(&()));
+        object.data = serde_json::json!({ "spec": { "replicas": replicas } });
+        object
+    }
+
     #[test]
-    fn an_autoscaler_scaling_a_deployment_is_not_drift_but_an_image_edit_is() {
-        let desired = object("a");
+    fn a_deployment_scaled_away_from_the_desired_replicas_is_applied_again() {
         let current = |d: Deployment| Current::workload(&Workload::from(d));
-        let last = fingerprint(&desired, current(deployment(1, "chat:1", 1)));
-        let scaled = current(deployment(3, "chat:1", 2));
-        assert_eq!(decide(&desired, Some(&last), Some(&scaled)), ApplyDecision::UpToDate);
+        let last = fingerprint(&desired_deployment(3), current(deployment(3, "chat:1", 1)));
+        let scaled_by_hand = current(deployment(1, "chat:1", 2));
+        assert_eq!(decide(&desired_deployment(3), Some(&last), Some(&scaled_by_hand)), ApplyDecision::Apply);
+        // Where the autoscaler chose the count, the desired replicas carry its choice over.
+        let autoscaled = current(deployment(5, "chat:1", 3));
+        assert_eq!(decide(&desired_deployment(5), Some(&last), Some(&autoscaled)), ApplyDecision::Apply);
+        let after = fingerprint(&desired_deployment(5), autoscaled.clone());
+        assert_eq!(decide(&desired_deployment(5), Some(&after), Some(&autoscaled)), ApplyDecision::UpToDate);
+    }
+
+    #[test]
+    fn a_scale_moves_the_generation_but_not_the_change_marker_and_an_image_edit_does() {
+        let current = |d: Deployment| Current::workload(&Workload::from(d));
+        assert_eq!(current(deployment(1, "chat:1", 1)).digest(), current(deployment(3, "chat:1", 2)).digest());
+        let last = fingerprint(&desired_deployment(3), current(deployment(3, "chat:1", 1)));
         let edited = current(deployment(3, "evil:1", 3));
-        assert_eq!(decide(&desired, Some(&last), Some(&edited)), ApplyDecision::Apply);
+        assert_eq!(decide(&desired_deployment(3), Some(&last), Some(&edited)), ApplyDecision::Apply);
     }
 }

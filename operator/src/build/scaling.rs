@@ -13,15 +13,21 @@ use super::{DesiredObject, TenantInputs};
 use crate::kinds::OwnedKind;
 use crate::names::{self, Component};
 
-/// One autoscaler per running service, bounded by the tenant's spec and capped by the plan. A stopped
-/// service has none, so nothing scales it back up while it is suspended.
+/// One autoscaler per running service that can scale, bounded by the tenant's spec and capped by the plan. A
+/// stopped service has none, so nothing scales it back up while it is suspended; nor has a service whose
+/// bounds meet (the free plan's cap does that to most of them): such an autoscaler could never change the
+/// replicas, yet would cost the autoscaler controller a read of the scale and of the metrics every 15 s. The
+/// operator keeps those replicas itself (`workloads::replicas`).
 pub fn autoscalers(inputs: &TenantInputs<'_>) -> Vec<DesiredObject> {
     Component::SERVICES
         .into_iter()
         .filter(|component| !inputs.suspension.stops(*component))
-        .map(|component| {
+        .filter_map(|component| {
             let spec = component_spec(inputs, component);
             let (min_replicas, max_replicas) = inputs.plan.replica_bounds(component, spec);
+            (min_replicas < max_replicas).then_some((component, spec, min_replicas, max_replicas))
+        })
+        .map(|(component, spec, min_replicas, max_replicas)| {
             DesiredObject::new(
                 OwnedKind::HorizontalPodAutoscaler,
                 HorizontalPodAutoscaler {

@@ -254,8 +254,31 @@ fn tenant_overrides_and_plan_caps_shape_the_autoscalers() {
 
     inputs.plan = EffectivePlan::of(PlanName::Free, None);
     let capped = build(&inputs);
-    assert!(hpa_bounds(&capped).contains(&("chat".into(), Some(3), 3)));
-    assert!(hpa_bounds(&capped).contains(&("auth".into(), Some(2), 2)));
+    assert_eq!(
+        hpa_bounds(&capped),
+        [("email-worker".into(), Some(1), 2)],
+        "the free plan's cap leaves only the email worker room to scale"
+    );
+}
+
+#[test]
+fn a_service_whose_bounds_meet_runs_exactly_that_many_without_an_autoscaler() {
+    let mut inputs = Inputs::new(tenant("acme"));
+    inputs.plan = EffectivePlan::of(PlanName::Free, None);
+    // As if scaled by hand, or by an autoscaler from before the plan changed.
+    inputs.replicas = BTreeMap::from([(Component::Chat, 7), (Component::Auth, 1), (Component::EmailWorker, 2)]);
+    let state = build(&inputs);
+    assert_eq!(names_of(&state, OwnedKind::HorizontalPodAutoscaler), ["email-worker"]);
+    assert_eq!(
+        deployment_replicas(&state),
+        [
+            ("auth".into(), Some(2)),
+            ("billing".into(), Some(2)),
+            ("chat".into(), Some(3)),
+            ("email-worker".into(), Some(2))
+        ],
+        "pinned services are set back to their bound; the autoscaled one keeps its choice"
+    );
 }
 
 #[test]

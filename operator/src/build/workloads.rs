@@ -66,14 +66,16 @@ pub fn services(inputs: &TenantInputs<'_>) -> Vec<DesiredObject> {
 /// Replicas belong to the HorizontalPodAutoscaler. The operator stops a service with 0 and starts it (new, or
 /// resumed) at the autoscaler's minimum, so that it does not come up at 1 and wait for the autoscaler's next
 /// sync. Otherwise it carries over the replicas the autoscaler (or a person) chose: leaving the field out of the
-/// applied object would make server-side apply drop it, back to the default of 1.
+/// applied object would make server-side apply drop it, back to the default of 1. A service whose bounds meet
+/// has no autoscaler (`scaling::autoscalers`) and runs exactly that many.
 fn replicas(inputs: &TenantInputs<'_>, component: Component, spec: &ComponentSpec) -> i32 {
     if inputs.suspension.stops(component) {
         return 0;
     }
+    let (min_replicas, max_replicas) = inputs.plan.replica_bounds(component, spec);
     match inputs.replicas.get(&component) {
-        Some(&current) if current > 0 => current,
-        _ => inputs.plan.replica_bounds(component, spec).0,
+        Some(&current) if current > 0 && min_replicas < max_replicas => current,
+        _ => min_replicas,
     }
 }
 
