@@ -9,6 +9,7 @@ pub mod build;
 pub mod conditions;
 pub mod http;
 pub mod kinds;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod names;

@@ -10,14 +10,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use futures::FutureExt;
-use kube::Client;
+use kube::Config;
 use kube::runtime::events::{Recorder, Reporter};
 use saaschat_operator::backoff::Backoff;
 use saaschat_operator::http::{Health, router};
 use saaschat_operator::leader::Leadership;
 use saaschat_operator::metrics::Metrics;
 use saaschat_operator::settings::Settings;
-use saaschat_operator::{provider, render, tenant};
+use saaschat_operator::{kube_client, provider, render, tenant};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -129,7 +129,12 @@ async fn termination() {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let config = Config::infer().await.context("reading the Kubernetes client configuration")?;
+    let client = kube_client::client(config).context("connecting to the Kubernetes API")?;
+    // Fails early with a clear error if the API server cannot be reached, and opens the connection that the
+    // watches started next then share (HTTP/2 is known only once a connection is up).
+    let version = client.apiserver_version().await.context("reaching the Kubernetes API server")?;
+    tracing::info!(version = %version.git_version, "connected to the Kubernetes API server");
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let health = Health {
         metrics: metrics.clone(),
