@@ -378,6 +378,10 @@ fn transitions(old: &ChatTenantStatus, new: &ChatTenantStatus) -> Vec<Event> {
         if before.as_ref().map(|b| (&b.0, &b.1)) == Some((&after.0, &after.1)) {
             continue;
         }
+        // A new tenant that is not suspended nor paused is not news (it was one Event in five at creation).
+        if before.is_none() && type_ != status::READY && after.0 == "False" {
+            continue;
+        }
         let healthy = match type_ {
             t if t == status::READY => after.0 == "True" || is_true(&new.conditions, status::DEGRADED) != Some(true),
             _ => true,
@@ -417,6 +421,18 @@ mod tests {
         assert_eq!(events[0].reason, "ProviderNotFound");
         assert!(matches!(events[0].type_, EventType::Warning));
         assert!(transitions(&broken, &broken).is_empty());
+    }
+
+    #[test]
+    fn a_new_tenant_gets_one_event_for_readiness_only() {
+        let reasons: Vec<String> = transitions(&ChatTenantStatus::default(), &status_with(&[], Suspension::None))
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(!reasons.iter().any(|r| r == "Active" || r == "Reconciling"), "{reasons:?}");
+        let suspended_at_creation = transitions(&ChatTenantStatus::default(), &status_with(&[], Suspension::Requested));
+        assert!(suspended_at_creation.iter().any(|e| e.reason == "SuspendRequested"));
     }
 
     #[test]
