@@ -378,7 +378,7 @@ fn transitions(old: &ChatTenantStatus, new: &ChatTenantStatus) -> Vec<Event> {
         if before.as_ref().map(|b| (&b.0, &b.1)) == Some((&after.0, &after.1)) {
             continue;
         }
-        // A new tenant that is not suspended nor paused is not news (it was one Event in five at creation).
+        // A new tenant that is neither suspended nor paused is not news: only its Ready reason is announced.
         if before.is_none() && type_ != status::READY && after.0 == "False" {
             continue;
         }

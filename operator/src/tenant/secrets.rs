@@ -203,8 +203,8 @@ pub struct ReadPolicy {
     /// A Secret seen as it should be this recently is not read again.
     pub max_age: Duration,
     /// The Secrets most likely do not exist yet (a tenant never reconciled): they are created without a read
-    /// first, saving a round trip. One that exists after all is left alone if generated, and a conflict
-    /// (retried, with a read) if copied.
+    /// first, saving a round trip. One that exists after all is left alone if generated, and read, compared and
+    /// replaced if need be if it is a copy.
     pub probably_missing: bool,
 }
 
