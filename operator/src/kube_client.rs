@@ -4,8 +4,8 @@
 //! objects at once, and at 16 tenants in flight the operator held 523 connections to the API server, each with
 //! its TLS session and buffers (12 of its 123 MiB peak at 1,000 tenants) and goroutines on the other side.
 //! client-go, like kubectl and every built-in controller, multiplexes its requests and watches over one HTTP/2
-//! connection instead; this client does the same, with the layers of kube's (server URL, credentials that
-//! refresh, impersonation headers). The connection is pinged when idle, as client-go does, so that a dead peer
+//! connection instead; this client does the same, with the layers of kube's (server URL, retries of 429, 503
+//! and 504 answers as the server asks, credentials that refresh, impersonation headers). The connection is pinged when idle, as client-go does, so that a dead peer
 //! is noticed instead of hanging every request that shares it.
 //!
 //! A kubeconfig with a proxy or an exec credential plugin (which may hand out client certificates that expire)
@@ -18,8 +18,10 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use kube::client::ConfigExt;
+use kube::client::retry::RetryPolicy;
 use kube::{Client, Config};
 use tower::ServiceBuilder;
+use tower::retry::RetryLayer;
 
 /// How often an idle connection is pinged, and how long an answer may take (client-go's values).
 const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -73,6 +75,7 @@ pub fn client(config: Config) -> Result<Client, kube::Error> {
         .build(connector);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        .option_layer(config.default_retry.then(|| RetryLayer::new(RetryPolicy::server_retry())))
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(tower::BoxError::from)
@@ -114,9 +117,9 @@ mod tests {
         assert_eq!(Transport::for_config(&exec), Transport::KubeDefault);
     }
 
-    /// A TLS server offering HTTP/2 like the API server: answers `/version`, counts connections and records the
-    /// HTTP version of each request.
-    async fn version_server() -> (u16, Vec<u8>, Arc<AtomicUsize>, Arc<Mutex<Vec<http::Version>>>) {
+    /// A TLS server offering HTTP/2 like the API server: answers `/version` (the first `throttled` requests with
+    /// 429, as API Priority and Fairness does), counts connections and records the HTTP version of each request.
+    async fn version_server(throttled: usize) -> (u16, Vec<u8>, Arc<AtomicUsize>, Arc<Mutex<Vec<http::Version>>>) {
         let generated = LocalhostCertificate::generate();
         let key = PrivateKeyDer::try_from(generated.server_key.serialize_der()).expect("key");
         let mut tls = rustls::ServerConfig::builder()
@@ -136,9 +139,22 @@ mod tests {
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(socket).await else { return };
                     let service = service_fn(move |request: http::Request<Incoming>| {
-                        recorded.lock().expect("lock").push(request.version());
+                        let seen = {
+                            let mut recorded = recorded.lock().expect("lock");
+                            recorded.push(request.version());
+                            recorded.len()
+                        };
                         let body = r#"{"major":"1","minor":"36","gitVersion":"v1.36.3","gitCommit":"","gitTreeState":"","buildDate":"","goVersion":"","compiler":"","platform":""}"#;
-                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body)))) }
+                        let response = if seen <= throttled {
+                            http::Response::builder()
+                                .status(http::StatusCode::TOO_MANY_REQUESTS)
+                                .header("Retry-After", "0")
+                                .body(Full::new(Bytes::from_static(b"{}")))
+                                .expect("response")
+                        } else {
+                            http::Response::new(Full::new(Bytes::from(body)))
+                        };
+                        async move { Ok::<_, std::convert::Infallible>(response) }
                     });
                     let _ =
                         ServerBuilder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
@@ -150,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_share_one_http2_connection() {
-        let (port, ca, connections, versions) = version_server().await;
+        let (port, ca, connections, versions) = version_server(0).await;
         let mut config = Config::new(format!("https://localhost:{port}").parse().expect("url"));
         config.root_cert = Some(vec![ca]);
         let client = client(config).expect("client");
@@ -165,5 +181,15 @@ mod tests {
         assert_eq!(versions.len(), 21);
         assert!(versions.iter().all(|v| *v == http::Version::HTTP_2), "{versions:?}");
         assert_eq!(connections.load(Ordering::SeqCst), 1, "twenty requests at once, one connection");
+    }
+
+    #[tokio::test]
+    async fn a_throttled_request_is_retried_as_kubes_own_client_does() {
+        let (port, ca, _, versions) = version_server(2).await;
+        let mut config = Config::new(format!("https://localhost:{port}").parse().expect("url"));
+        config.root_cert = Some(vec![ca]);
+        let answer = client(config).expect("client").apiserver_version().await;
+        assert_eq!(answer.expect("the version after two 429s").git_version, "v1.36.3");
+        assert_eq!(versions.lock().expect("lock").len(), 3);
     }
 }
