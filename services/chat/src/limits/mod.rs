@@ -11,6 +11,7 @@
 pub mod estimate;
 pub mod lease;
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,10 +22,12 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use saaschat_platform::Problem;
 use saaschat_platform::http::ShutdownSignal;
 use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio::task::JoinHandle;
 
 use crate::catalog::PlanLimits;
-use crate::limits::lease::{HEADROOM_SHARE, LEASE_TTL, LEASED_REQUESTS, Leases, Need};
+use crate::limits::lease::{HEADROOM_SHARE, LEASE_TTL, LEASED_REQUESTS, Leases, Need, TopUp};
 
 /// The Lua the lease scripts share. `give_back` skips a key that is gone (a minute that ended), which a
 /// `DECRBY` would recreate without an expiry; `grant` leases up to `want` units of a counter, at most `1/share`
@@ -258,8 +261,13 @@ pub struct Limiter {
     pool: PgPool,
     tenant: String,
     leases: Arc<Mutex<Leases>>,
+    /// Signalled whenever a refill ends, for the requests waiting for a top-up.
+    refilled: Arc<Notify>,
     scripts: Arc<Scripts>,
 }
+
+/// The longest a request waits for a top-up under way before it asks Redis itself.
+const TOP_UP_WAIT: Duration = Duration::from_millis(250);
 
 /// Sent as EVALSHA (the script body only when Redis does not know it yet).
 struct Scripts {
@@ -269,35 +277,39 @@ struct Scripts {
     give_back: Script,
 }
 
-/// Ends the refills a request started, also when its future is dropped while Redis answers.
+/// Ends the refills a request started, also when its future is dropped while Redis answers, and wakes the
+/// requests waiting for them.
 struct RefillGuard {
     leases: Arc<Mutex<Leases>>,
+    refilled: Arc<Notify>,
     keys: Vec<String>,
 }
 
 impl RefillGuard {
-    fn asked(&self, key: &str) -> bool {
-        self.keys.iter().any(|asked| asked == key)
-    }
-
     /// Adds the grants: `grant_of` gives the grant of each asked key, by its position among them and by name.
     fn finish(mut self, grant_of: impl Fn(usize, &str) -> u64) {
         let now = Instant::now();
         let keys = std::mem::take(&mut self.keys);
-        let mut leases = lock(&self.leases);
-        for (index, key) in keys.iter().enumerate() {
-            leases.finish_refill(key, grant_of(index, key), now);
+        {
+            let mut leases = lock(&self.leases);
+            for (index, key) in keys.iter().enumerate() {
+                leases.finish_refill(key, grant_of(index, key), now);
+            }
         }
+        self.refilled.notify_waiters();
     }
 }
 
 impl Drop for RefillGuard {
     fn drop(&mut self) {
         if !self.keys.is_empty() {
-            let mut leases = lock(&self.leases);
-            for key in &self.keys {
-                leases.abandon_refill(key);
+            {
+                let mut leases = lock(&self.leases);
+                for key in &self.keys {
+                    leases.abandon_refill(key);
+                }
             }
+            self.refilled.notify_waiters();
         }
     }
 }
@@ -306,11 +318,35 @@ fn lock(leases: &Mutex<Leases>) -> MutexGuard<'_, Leases> {
     leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A counter's key, its limit, the units this request needs, and how many a lease of it asks for.
+/// A counter's key, its limit, the units this request needs, and how many a lease of it asks for at least.
 struct Counter<'a> {
     key: &'a str,
     limit: u64,
     need: u64,
+    want: u64,
+}
+
+impl Counter<'_> {
+    /// What to ask for when the lease was spent at `demand` units over the runway.
+    fn want_for(&self, demand: u64) -> u64 {
+        self.want.max(demand)
+    }
+}
+
+/// What a reservation does after looking at the leases.
+enum LeaseVerdict {
+    /// Admitted from the leases; top up those that are `Some`.
+    Spent([Option<TopUp>; 3]),
+    /// Short of a lease whose top-up is under way: wait for it, once.
+    WaitForTopUp,
+    /// Check in Redis, giving back what is held and asking for `wants` (0 where another request asks).
+    AskRedis { give_back: [u64; 3], guard: RefillGuard, wants: [u64; 3] },
+}
+
+/// A counter whose lease a background top-up asks `want` units for.
+struct LeaseTopUp<'a> {
+    key: &'a str,
+    limit: u64,
     want: u64,
 }
 
@@ -321,6 +357,7 @@ impl Limiter {
             pool,
             tenant,
             leases: Arc::default(),
+            refilled: Arc::default(),
             scripts: Arc::new(Scripts {
                 reserve: Script::new(RESERVE_SCRIPT),
                 provider_slot: Script::new(PROVIDER_SLOT_SCRIPT),
@@ -352,21 +389,26 @@ impl Limiter {
             },
             Counter { key: &provider_key, limit: first.requests_per_minute.into(), need: 1, want: LEASED_REQUESTS },
         ];
-        let (mut give_back, guard) = {
-            let mut leases = lock(&self.leases);
-            let needs = counters.each_ref().map(|counter| Need { key: counter.key, units: counter.need });
-            if let Some(top_up) = leases.try_spend(&needs, Instant::now()) {
-                drop(leases);
-                let to_top_up = counters.iter().zip(top_up).filter(|(_, top_up)| *top_up).map(|(counter, _)| counter);
-                self.spawn_top_up(to_top_up.collect());
-                return Ok(Reservation { month_key, reserved_tokens: tokens, first_provider_slot: true });
+        let mut may_wait = true;
+        let (mut give_back, guard, wants) = loop {
+            let refilled = self.refilled.notified();
+            let mut refilled = std::pin::pin!(refilled);
+            match self.consult_leases(&counters, may_wait, refilled.as_mut()) {
+                LeaseVerdict::AskRedis { give_back, guard, wants } => break (give_back, guard, wants),
+                LeaseVerdict::Spent(top_ups) => {
+                    let to_top_up = counters.iter().zip(top_ups).filter_map(|(counter, top_up)| {
+                        let want = counter.want_for(top_up?.demand);
+                        Some(LeaseTopUp { key: counter.key, limit: counter.limit, want })
+                    });
+                    self.spawn_top_up(to_top_up.collect());
+                    return Ok(Reservation { month_key, reserved_tokens: tokens, first_provider_slot: true });
+                }
+                LeaseVerdict::WaitForTopUp => {
+                    may_wait = false;
+                    let _ = tokio::time::timeout(TOP_UP_WAIT, refilled).await;
+                }
             }
-            let refills = counters.each_ref().map(|counter| leases.start_refill(counter.key));
-            let asked = counters.iter().zip(refills).filter(|(_, refill)| refill.ask);
-            let asked = asked.map(|(counter, _)| counter.key.to_string()).collect();
-            (refills.map(|refill| refill.give_back), RefillGuard { leases: self.leases.clone(), keys: asked })
         };
-        let wants = counters.each_ref().map(|counter| if guard.asked(counter.key) { counter.want } else { 0 });
         let mut redis = self.redis.clone();
         for _ in 0..2 {
             let reply: Vec<i64> = self
@@ -407,13 +449,46 @@ impl Limiter {
         Err(LimitError::Unavailable("the monthly counter could not be seeded".into()))
     }
 
+    /// Spends the request's needs from the leases when they cover it; otherwise waits for a top-up under way
+    /// (when `may_wait`; `refilled` is registered before the leases are unlocked, so that a top-up ending
+    /// right after is not missed), or starts the refills of a check in Redis.
+    fn consult_leases(
+        &self,
+        counters: &[Counter<'_>; 3],
+        may_wait: bool,
+        refilled: Pin<&mut Notified<'_>>,
+    ) -> LeaseVerdict {
+        let mut leases = lock(&self.leases);
+        let now = Instant::now();
+        let needs = counters.each_ref().map(|counter| Need { key: counter.key, units: counter.need });
+        if let Some(top_ups) = leases.try_spend(&needs, now) {
+            return LeaseVerdict::Spent(top_ups);
+        }
+        if may_wait && leases.topping_up(&needs, now) {
+            refilled.enable();
+            return LeaseVerdict::WaitForTopUp;
+        }
+        let refills = counters.each_ref().map(|counter| leases.start_refill(counter.key, now));
+        let mut wants = [0; 3];
+        for ((want, counter), refill) in wants.iter_mut().zip(counters).zip(&refills) {
+            if refill.ask {
+                *want = counter.want_for(refill.demand);
+            }
+        }
+        let asked = counters.iter().zip(refills).filter(|(_, refill)| refill.ask);
+        let keys = asked.map(|(counter, _)| counter.key.to_string()).collect();
+        let guard = RefillGuard { leases: self.leases.clone(), refilled: self.refilled.clone(), keys };
+        LeaseVerdict::AskRedis { give_back: refills.map(|refill| refill.give_back), guard, wants }
+    }
+
     /// Tops up the leases of `counters` (already marked as refilling) off the request's path.
-    fn spawn_top_up(&self, counters: Vec<&Counter<'_>>) {
+    fn spawn_top_up(&self, counters: Vec<LeaseTopUp<'_>>) {
         if counters.is_empty() {
             return;
         }
         let guard = RefillGuard {
             leases: self.leases.clone(),
+            refilled: self.refilled.clone(),
             keys: counters.iter().map(|counter| counter.key.to_string()).collect(),
         };
         let limits: Vec<[u64; 2]> = counters.iter().map(|counter| [counter.limit, counter.want]).collect();
@@ -457,8 +532,11 @@ impl Limiter {
     /// Takes a slot of the provider's minute for one more call, from the lease when there is one.
     pub async fn take_provider_slot(&self, quota: ProviderQuota<'_>) -> Result<ProviderSlot, LimitError> {
         let key = provider_key(&self.tenant, quota.provider, Utc::now());
-        // A slot from the lease; its top-up is left to the next reservation, which knows the plan's limits too.
-        if lock(&self.leases).try_spend(&[Need { key: &key, units: 1 }], Instant::now()).is_some() {
+        let spent = lock(&self.leases).try_spend(&[Need { key: &key, units: 1 }], Instant::now());
+        if let Some([top_up]) = spent {
+            let limit = quota.requests_per_minute.into();
+            let top_up = top_up.map(|top_up| LeaseTopUp { key: &key, limit, want: LEASED_REQUESTS.max(top_up.demand) });
+            self.spawn_top_up(top_up.into_iter().collect());
             return Ok(ProviderSlot::Taken);
         }
         let mut redis = self.redis.clone();
