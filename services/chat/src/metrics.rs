@@ -10,6 +10,8 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub live_streams: IntGauge,
     pub limit_refusals: IntCounterVec,
+    /// Plan-limit checks by where they were decided: `lease`, `lease-after-wait` (for a top-up), `redis`.
+    pub limit_checks: IntCounterVec,
     pub cache: IntCounterVec,
 }
 
@@ -30,13 +32,18 @@ impl Metrics {
         let live_streams = IntGauge::new("chat_live_streams", "Streams being answered right now")?;
         let limit_refusals =
             IntCounterVec::new(Opts::new("chat_limit_refusals_total", "Requests refused by a plan limit"), &["limit"])?;
+        let limit_checks = IntCounterVec::new(
+            Opts::new("chat_limit_checks_total", "Plan-limit checks by where they were decided (lease or Redis)"),
+            &["decided"],
+        )?;
         let cache = IntCounterVec::new(Opts::new("chat_response_cache_total", "Response cache lookups"), &["result"])?;
         registry.register(Box::new(completions.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(live_streams.clone()))?;
         registry.register(Box::new(limit_refusals.clone()))?;
+        registry.register(Box::new(limit_checks.clone()))?;
         registry.register(Box::new(cache.clone()))?;
-        Ok(Metrics { completions, upstream_attempts, tokens, live_streams, limit_refusals, cache })
+        Ok(Metrics { completions, upstream_attempts, tokens, live_streams, limit_refusals, limit_checks, cache })
     }
 }

@@ -97,7 +97,7 @@ pub async fn start(config: Config, options: Options, shutdown: &Shutdown) -> Res
     let metrics = Metrics::register(&registry)?;
     let catalog = CatalogHandle::new(reload::build(&config.tenant));
     let (usage, usage_writer) = UsageRecorder::start(pool.clone());
-    let limiter = Limiter::new(redis.clone(), pool.clone(), config.settings.tenant.clone());
+    let limiter = Limiter::new(redis.clone(), pool.clone(), config.settings.tenant.clone(), &metrics.limit_checks);
     let lease_keeper = limiter.spawn_lease_keeper(shutdown.signal());
     let client = UpstreamClient::new(options.resilience.connect_timeout)?;
     let gateway = Gateway::new(

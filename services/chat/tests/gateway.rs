@@ -516,6 +516,8 @@ async fn a_failing_provider_is_skipped_while_its_breaker_is_open_and_tried_again
     let metrics =
         client().get(format!("{}/metrics", chat.url)).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains(r#"chat_upstream_attempts_total{provider="primary",result="circuit_open"}"#), "{metrics}");
+    // The first reservation finds no lease and is decided in Redis.
+    assert!(metrics.contains(r#"chat_limit_checks_total{decided="redis"}"#), "{metrics}");
 }
 
 /// A primary provider with room for one call at a time, and a backup in another wire format.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use prometheus::{IntCounterVec, Opts};
 use redis::aio::ConnectionManager;
 use saaschat_chat::catalog::PlanLimits;
 use saaschat_chat::limits::{LimitError, Limiter, ProviderQuota, ProviderSlot, keys};
@@ -25,8 +26,14 @@ async fn connect(redis: &Redis) -> ConnectionManager {
 
 /// A limiter on its own connection, as a replica has; PostgreSQL is never reached because the month is seeded.
 async fn replica(redis: &Redis) -> Limiter {
+    replica_counting(redis).await.0
+}
+
+/// A replica and its count of checks by where they were decided.
+async fn replica_counting(redis: &Redis) -> (Limiter, IntCounterVec) {
     let pool = sqlx::PgPool::connect_lazy("postgres://unused@127.0.0.1:1/unused").expect("lazy pool");
-    Limiter::new(connect(redis).await, pool, TENANT.into())
+    let checks = IntCounterVec::new(Opts::new("checks", "checks"), &["decided"]).expect("counter");
+    (Limiter::new(connect(redis).await, pool, TENANT.into(), &checks), checks)
 }
 
 async fn seed_month(connection: &mut ConnectionManager, user: &str) -> String {
@@ -85,13 +92,17 @@ async fn one_replica_admits_exactly_its_limit_and_asks_redis_for_few_of_them() {
     let redis = Redis::start();
     let mut connection = connect(&redis).await;
     seed_month(&mut connection, "alice").await;
-    let limiter = replica(&redis).await;
+    let (limiter, checks) = replica_counting(&redis).await;
     let plan = plan(20_000);
     start_well_inside_a_minute().await;
 
     let before = scripts_run(&mut connection).await;
     assert_eq!(reserve_many(&limiter, "alice", &plan, 10, 10_000, 32).await, 10_000);
     let scripts = scripts_run(&mut connection).await - before;
+    let decided = |place: &str| checks.with_label_values(&[place]).get();
+    assert_eq!(decided("lease") + decided("lease-after-wait") + decided("redis"), 10_000, "every check is counted");
+    // The first 32 find no lease yet and all go to Redis; after that nearly none (32 to 63 in six runs).
+    assert!(decided("redis") <= 200, "{} of 10,000 checks went to Redis", decided("redis"));
     // Without leases it would be 10,000. Nothing slows these requests down, so a lease often runs dry before
     // its top-up is back; the requests short of it then wait for the top-up instead of asking Redis each. Most
     // scripts left are the top-ups, which grow more frequent as the headroom (and with it the grants) shrinks:

@@ -19,6 +19,7 @@ use ::redis::Script;
 use ::redis::aio::ConnectionManager;
 use axum::http::{HeaderValue, StatusCode};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use prometheus::{IntCounter, IntCounterVec};
 use saaschat_platform::Problem;
 use saaschat_platform::http::ShutdownSignal;
 use sqlx::PgPool;
@@ -264,6 +265,14 @@ pub struct Limiter {
     /// Signalled whenever a refill ends, for the requests waiting for a top-up.
     refilled: Arc<Notify>,
     scripts: Arc<Scripts>,
+    checks: Arc<Checks>,
+}
+
+/// Counts where each reservation was decided: a Redis call for most requests means the leases do not keep up.
+struct Checks {
+    lease: IntCounter,
+    lease_after_wait: IntCounter,
+    redis: IntCounter,
 }
 
 /// The longest a request waits for a top-up under way before it asks Redis itself.
@@ -351,7 +360,13 @@ struct LeaseTopUp<'a> {
 }
 
 impl Limiter {
-    pub fn new(redis: ConnectionManager, pool: PgPool, tenant: String) -> Limiter {
+    /// `checks` is counted by where each reservation was decided (the `decided` label).
+    pub fn new(redis: ConnectionManager, pool: PgPool, tenant: String, checks: &IntCounterVec) -> Limiter {
+        let checks = Checks {
+            lease: checks.with_label_values(&["lease"]),
+            lease_after_wait: checks.with_label_values(&["lease-after-wait"]),
+            redis: checks.with_label_values(&["redis"]),
+        };
         Limiter {
             redis,
             pool,
@@ -364,6 +379,7 @@ impl Limiter {
                 top_up: Script::new(TOP_UP_SCRIPT),
                 give_back: Script::new(GIVE_BACK_SCRIPT),
             }),
+            checks: Arc::new(checks),
         }
     }
 
@@ -389,13 +405,20 @@ impl Limiter {
             },
             Counter { key: &provider_key, limit: first.requests_per_minute.into(), need: 1, want: LEASED_REQUESTS },
         ];
-        let mut may_wait = true;
+        // Set when the request first waits for a top-up; it waits at most TOP_UP_WAIT in all, however often it
+        // is woken by other counters' refills.
+        let mut waiting_since: Option<Instant> = None;
         let (mut give_back, guard, wants) = loop {
+            let may_wait = waiting_since.is_none_or(|since| since.elapsed() < TOP_UP_WAIT);
             let refilled = self.refilled.notified();
             let mut refilled = std::pin::pin!(refilled);
             match self.consult_leases(&counters, may_wait, refilled.as_mut()) {
-                LeaseVerdict::AskRedis { give_back, guard, wants } => break (give_back, guard, wants),
+                LeaseVerdict::AskRedis { give_back, guard, wants } => {
+                    self.checks.redis.inc();
+                    break (give_back, guard, wants);
+                }
                 LeaseVerdict::Spent(top_ups) => {
+                    if waiting_since.is_none() { &self.checks.lease } else { &self.checks.lease_after_wait }.inc();
                     let to_top_up = counters.iter().zip(top_ups).filter_map(|(counter, top_up)| {
                         let want = counter.want_for(top_up?.demand);
                         Some(LeaseTopUp { key: counter.key, limit: counter.limit, want })
@@ -404,8 +427,8 @@ impl Limiter {
                     return Ok(Reservation { month_key, reserved_tokens: tokens, first_provider_slot: true });
                 }
                 LeaseVerdict::WaitForTopUp => {
-                    may_wait = false;
-                    let _ = tokio::time::timeout(TOP_UP_WAIT, refilled).await;
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    let _ = tokio::time::timeout_at((since + TOP_UP_WAIT).into(), refilled).await;
                 }
             }
         };
