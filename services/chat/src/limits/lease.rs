@@ -84,14 +84,16 @@ pub struct Leases {
 }
 
 impl Leases {
+    /// Whether a live lease holds what `need` asks for.
+    fn covers(&self, need: &Need<'_>, now: Instant) -> bool {
+        self.held.get(need.key).is_some_and(|lease| lease.expires > now && lease.remaining >= need.units)
+    }
+
     /// Spends every need from the leases when all of them can cover it, and says which of them this request
     /// should top up (marked as refilling already); otherwise spends nothing and returns `None`. A caller
     /// must start every top-up it is given, or end it with [`abandon_refill`](Self::abandon_refill).
     pub fn try_spend<const N: usize>(&mut self, needs: &[Need<'_>; N], now: Instant) -> Option<[Option<TopUp>; N]> {
-        let covered = needs.iter().all(|need| {
-            self.held.get(need.key).is_some_and(|lease| lease.expires > now && lease.remaining >= need.units)
-        });
-        if !covered {
+        if !needs.iter().all(|need| self.covers(need, now)) {
             return None;
         }
         let Leases { held, refilling } = self;
@@ -108,10 +110,7 @@ impl Leases {
     /// of asking Redis itself, so that a lease that runs dry under a burst costs one round trip, not one per
     /// request of the burst.
     pub fn topping_up(&self, needs: &[Need<'_>], now: Instant) -> bool {
-        let covered = |need: &&Need<'_>| {
-            self.held.get(need.key).is_some_and(|lease| lease.expires > now && lease.remaining >= need.units)
-        };
-        let mut short = needs.iter().filter(|need| !covered(need)).peekable();
+        let mut short = needs.iter().filter(|need| !self.covers(need, now)).peekable();
         short.peek().is_some()
             && short.all(|need| self.held.contains_key(need.key) && self.refilling.contains(need.key))
     }

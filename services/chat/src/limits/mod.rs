@@ -346,7 +346,7 @@ impl Counter<'_> {
 enum LeaseVerdict {
     /// Admitted from the leases; top up those that are `Some`.
     Spent([Option<TopUp>; 3]),
-    /// Short of a lease whose top-up is under way: wait for it, once.
+    /// Short of a lease whose top-up is under way: wait for it, at most [`TOP_UP_WAIT`] in all.
     WaitForTopUp,
     /// Check in Redis, giving back what is held and asking for `wants` (0 where another request asks).
     AskRedis { give_back: [u64; 3], guard: RefillGuard, wants: [u64; 3] },
