@@ -52,8 +52,12 @@ const BATCH: usize = 512;
 const WRITE_ATTEMPTS: u32 = 5;
 /// How long the writer waits for more events after the first of a batch. Without it a steady trickle of
 /// completions (1,000 a second arrive one at a time) becomes one statement, one pool check-out and one
-/// PostgreSQL commit each; with it, twenty multi-row statements a second. Rows appear at most this late.
-const LINGER: Duration = Duration::from_millis(50);
+/// PostgreSQL commit each. A statement costs PostgreSQL about half a millisecond of CPU however few rows it
+/// carries, and on a small node that half millisecond delays the requests it runs beside: lingering 50 ms (20
+/// statements a second) put a percent of the gateway's requests behind one and doubled its p99 overhead at
+/// 1,000 req/s (`docs/benchmarks-chat.md`). From 1,024 completions a second a full batch is written before the
+/// linger ends. Rows appear at most this late; billing counts a window two minutes after it closes.
+const LINGER: Duration = Duration::from_millis(500);
 
 /// Hands usage events to the writer task. Cloning shares the queue.
 #[derive(Clone)]
