@@ -10,7 +10,8 @@
 //!
 //! It starts PostgreSQL and Redis (testkit), the mock upstream and a stand-in auth service (JWKS and API-key
 //! verification) in this process, and the release `saaschat-chat` binary beside this example, then prints a
-//! Markdown table: latencies and the service's own CPU time per request at each of `BENCH_RATES`, then the
+//! Markdown table: latencies and the service's own CPU time per request at each of `BENCH_RATES` (and, when nginx
+//! is installed, the overhead of nginx passing the same requests through: the floor of any proxy), then the
 //! highest rate of `BENCH_RAMP` held (`BENCH_RAMP=none` skips the ramp). `BENCH_MODES=streaming` (or
 //! `non-streaming`) runs one mode only. The service logs as in production (`RUST_LOG=info`, a line per
 //! request) to a file, as a container runtime would keep it; `BENCH_CHAT_LOG` sets another filter.
@@ -136,6 +137,71 @@ fn start_chat(dir: &Path, postgres: &Postgres, redis: &Redis, stubs: u16, port: 
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start saaschat-chat")
+}
+
+/// nginx passing requests through to the mock, when it is installed (`apt-get install nginx-light`): the cost
+/// of one proxy hop on this machine and nothing else, the floor under the gateway's overhead. Configured as a
+/// reverse proxy in production would be: upstream keep-alive, no response buffering (streams), and a buffered
+/// access log, as the gateway keeps one.
+fn start_nginx(dir: &Path, upstream: u16, port: u16) -> Option<Nginx> {
+    let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().map(PathBuf::from).find(|path| path.exists())?;
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).expect("nginx directory");
+    let config = format!(
+        r#"daemon off;
+worker_processes 2;
+error_log logs/error.log warn;
+pid nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log logs/access.log combined buffer=64k flush=100ms;
+    upstream mock {{ server 127.0.0.1:{upstream}; keepalive 1024; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"#
+    );
+    std::fs::write(prefix.join("nginx.conf"), config).expect("nginx.conf");
+    let child = Command::new(binary)
+        .arg("-p")
+        .arg(&prefix)
+        .args(["-c", "nginx.conf", "-e", "logs/error.log"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let nginx = Nginx(child);
+    wait_listening(port);
+    Some(nginx)
+}
+
+/// Stops nginx with `SIGTERM`, which its master passes on to the workers; killing the master would orphan them.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let stopped = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        if !stopped.is_ok_and(|status| status.success()) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
 }
 
 fn wait_ready(port: u16) {
@@ -271,10 +337,15 @@ fn main() {
     let port = free_port();
     let chat = ChildGuard(start_chat(dir.path(), &postgres, &redis, stubs, port));
     let chat_pid = chat.0.id();
+    let nginx_port = free_port();
+    let nginx = start_nginx(dir.path(), stubs, nginx_port);
     wait_ready(port);
     let direct = format!("http://127.0.0.1:{stubs}/v1/chat/completions");
     let gateway = format!("http://127.0.0.1:{port}/v1/chat/completions");
-    for (name, url) in [("mock", &direct), ("gateway", &gateway)] {
+    let proxied = nginx.as_ref().map(|_| format!("http://127.0.0.1:{nginx_port}/v1/chat/completions"));
+    for (name, url) in
+        [("mock", &direct), ("gateway", &gateway)].into_iter().chain(proxied.iter().map(|url| ("nginx", url)))
+    {
         let body = json!({ "model": MODEL, "messages": [{ "role": "user", "content": "Hello" }] }).to_string();
         let answer = Command::new("curl")
             .args([
@@ -293,17 +364,31 @@ fn main() {
         assert!(text.ends_with("\n200"), "the {name} does not answer: {text}");
     }
     // Warm the connection pools, the key cache and the monthly counter.
-    attack(dir.path(), &gateway, false, 200, 2);
-    attack(dir.path(), &gateway, true, 200, 2);
+    for url in std::iter::once(&gateway).chain(&proxied) {
+        attack(dir.path(), url, false, 200, 2);
+        attack(dir.path(), url, true, 200, 2);
+    }
     wait_until_idle(chat_pid);
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "| mode | rate (req/s) | direct p50 | direct p99 | gateway p50 | gateway p99 | overhead p50 | overhead p99 | gateway success | service CPU per request |").ok();
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").ok();
+    writeln!(out, "| mode | rate (req/s) | direct p50 | direct p99 | gateway p50 | gateway p99 | overhead p50 | overhead p99 | gateway success | service CPU per request | nginx overhead p50 | nginx overhead p99 |").ok();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|").ok();
     for &stream in &modes {
         for &rate in &rates {
             let direct_figures = attack(dir.path(), &direct, stream, rate, seconds);
             wait_until_idle(chat_pid);
+            let nginx_overhead = proxied.as_ref().map_or_else(
+                || "no nginx | no nginx".to_owned(),
+                |url| {
+                    let figures = attack(dir.path(), url, stream, rate, seconds);
+                    wait_until_idle(chat_pid);
+                    format!(
+                        "{:.3} ms | {:.3} ms",
+                        figures.p50_ms - direct_figures.p50_ms,
+                        figures.p99_ms - direct_figures.p99_ms
+                    )
+                },
+            );
             let cpu_before = cpu_seconds(chat_pid);
             let gateway_figures = attack(dir.path(), &gateway, stream, rate, seconds);
             let service_seconds = cpu_seconds(chat_pid) - cpu_before;
@@ -311,7 +396,7 @@ fn main() {
             wait_until_idle(chat_pid);
             writeln!(
                 out,
-                "| {} | {rate} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}% | {cpu_per_request_us:.0} µs |",
+                "| {} | {rate} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.2}% | {cpu_per_request_us:.0} µs | {nginx_overhead} |",
                 if stream { "streaming" } else { "non-streaming" },
                 direct_figures.p50_ms,
                 direct_figures.p99_ms,
