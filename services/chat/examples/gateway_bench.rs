@@ -29,7 +29,7 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use saaschat_testkit::process::cpu_seconds;
-use saaschat_testkit::{Postgres, Redis, free_port};
+use saaschat_testkit::{Postgres, Redis, free_port, wait_for_port};
 use serde_json::{Value, json};
 
 const API_KEY: &str = "sk-saaschat-bench-0000000000000000";
@@ -169,16 +169,15 @@ http {{
 "#
     );
     std::fs::write(prefix.join("nginx.conf"), config).expect("nginx.conf");
-    let child = Command::new(binary)
+    let mut child = Command::new(binary)
         .arg("-p")
         .arg(&prefix)
         .args(["-c", "nginx.conf", "-e", "logs/error.log"])
         .stdout(Stdio::null())
         .spawn()
         .expect("start nginx");
-    let nginx = Nginx(child);
-    wait_listening(port);
-    Some(nginx)
+    wait_for_port(port, &mut child, "nginx");
+    Some(Nginx(child))
 }
 
 /// Stops nginx with `SIGTERM`, which its master passes on to the workers; killing the master would orphan them.
@@ -186,22 +185,8 @@ struct Nginx(Child);
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let stopped = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        if !stopped.is_ok_and(|status| status.success()) {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
+        saaschat_testkit::stop(&mut self.0, "TERM");
     }
-}
-
-fn wait_listening(port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port}");
 }
 
 fn wait_ready(port: u16) {

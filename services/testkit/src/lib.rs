@@ -23,7 +23,8 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("address").port()
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+/// Waits until `port` accepts connections; panics if `child` exits first or takes longer than 30 s.
+pub fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -34,8 +35,11 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     }
 }
 
-fn signal(child: &Child, signal: &str) {
+/// Asks a server to stop with `signal` (its own graceful shutdown: a master stops its workers, a database
+/// flushes), and kills it if it has not exited within ten seconds.
+pub fn stop(child: &mut Child, signal: &str) {
     let _ = Command::new("kill").args(["-s", signal, &child.id().to_string()]).status();
+    wait_for_exit(child, Duration::from_secs(10));
 }
 
 fn wait_for_exit(child: &mut Child, timeout: Duration) {
@@ -136,8 +140,7 @@ impl Postgres {
     /// Stops the server at once (SIGQUIT: immediate shutdown), as a crash would.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, "QUIT");
-            wait_for_exit(&mut child, Duration::from_secs(10));
+            crate::stop(&mut child, "QUIT");
         }
     }
 }
@@ -186,8 +189,7 @@ impl Redis {
 
     fn stop(&mut self, signal_name: &str) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, signal_name);
-            wait_for_exit(&mut child, Duration::from_secs(10));
+            crate::stop(&mut child, signal_name);
         }
     }
 }

@@ -5,11 +5,10 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{free_port, signal, wait_for_exit, wait_for_port};
+use super::{free_port, wait_for_port};
 
 fn mailpit_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("SAASCHAT_MAILPIT") {
@@ -70,8 +69,7 @@ impl Mailpit {
 impl Drop for Mailpit {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, "TERM");
-            wait_for_exit(&mut child, Duration::from_secs(10));
+            crate::stop(&mut child, "TERM");
         }
     }
 }

@@ -5,9 +5,8 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use super::{free_port, signal, wait_for_exit, wait_for_port};
+use super::{free_port, wait_for_port};
 
 /// The version `scripts/tools/stripe-mock` builds.
 pub const STRIPE_MOCK_VERSION: &str = "v0.203.0";
@@ -59,8 +58,7 @@ impl StripeMock {
 impl Drop for StripeMock {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, "TERM");
-            wait_for_exit(&mut child, Duration::from_secs(10));
+            crate::stop(&mut child, "TERM");
         }
     }
 }
