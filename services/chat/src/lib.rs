@@ -8,7 +8,7 @@
 //! | [`resilience`] | retry with backoff, fallback order, circuit breakers, timeouts |
 //! | [`gateway`] | one completion from admission to settlement, for every transport |
 //! | [`limits`] | requests per minute and tokens per month, reserved atomically in Redis |
-//! | [`usage`] | costs and the `usage_events` rows billing reads |
+//! | [`usage`] | costs, the `usage_events` rows billing reads, and the month's usage report |
 //! | [`conversations`] | the conversation routes, their store, live answers |
 //! | [`streaming`] | SSE responses and the WebSocket |
 //! | [`openai_api`] | `/v1/chat/completions` and `/v1/models` |
@@ -44,6 +44,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(conversations::routes())
         .merge(openai_api::routes())
+        .merge(usage::report::routes())
         .route("/v1/ws", get(streaming::ws::upgrade))
         .with_state(state)
 }

@@ -553,3 +553,178 @@ mod websocket {
         assert_eq!(status, "stopped");
     }
 }
+
+async fn get_json(url: &str, token: &str) -> (StatusCode, Value) {
+    let response = client().get(url).bearer_auth(token).send().await.expect("get");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn send_json(chat: &common::Chat, token: &str, conversation: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/conversations/{conversation}/messages", chat.url))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_conversations_page_backwards_and_search_finds_message_text() {
+    let world = World::new().await;
+    let mock = MockProvider::start(Wire::OpenAi).await;
+    let chat = one_provider(&world, &mock).await;
+    let token = world.auth.token("alice");
+    let conversation = chat.create_conversation(&token, json!({ "title": "Long one" })).await;
+    let id = conversation["id"].as_str().expect("id").to_string();
+    // 120 stored messages, written directly: the page queries are what is tested here.
+    sqlx::query(
+        "INSERT INTO chat.messages (id, conversation_id, role, content, created_at) \
+         SELECT gen_random_uuid(), $1, CASE WHEN n % 2 = 0 THEN 'user' ELSE 'assistant' END, 'message ' || n, \
+                now() - make_interval(secs => 1000 - n) FROM generate_series(0, 119) AS n",
+    )
+    .bind(uuid_of(&id))
+    .execute(&chat.pool)
+    .await
+    .expect("messages");
+
+    let url = format!("{}/v1/conversations/{id}/messages", chat.url);
+    let (status, newest) = get_json(&format!("{url}?limit=50"), &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let contents = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|m| m["content"].as_str().expect("content").into())
+            .collect()
+    };
+    let first = contents(&newest);
+    assert_eq!(first.len(), 50);
+    assert_eq!(first[0], "message 70", "oldest first within the page");
+    assert_eq!(first[49], "message 119", "the page ends with the newest message");
+    let cursor = newest["previousCursor"].as_str().expect("more before");
+    let (_, older) = get_json(&format!("{url}?limit=50&before={cursor}"), &token).await;
+    assert_eq!(contents(&older)[0], "message 20");
+    let cursor = older["previousCursor"].as_str().expect("more before");
+    let (_, oldest) = get_json(&format!("{url}?limit=50&before={cursor}"), &token).await;
+    assert_eq!(contents(&oldest).len(), 20);
+    assert_eq!(oldest["previousCursor"], Value::Null);
+
+    for bad in ["?limit=0", "?limit=201", "?before=not-an-id"] {
+        let (status, problem) = get_json(&format!("{url}{bad}"), &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+    }
+    // Another user, or another conversation's message as the cursor, finds nothing of it.
+    let (status, _) = get_json(&url, &world.auth.token("mallory")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let elsewhere = chat.create_conversation(&token, json!({})).await;
+    let (_, foreign_cursor) = get_json(
+        &format!("{}/v1/conversations/{}/messages?before={cursor}", chat.url, elsewhere["id"].as_str().expect("id")),
+        &token,
+    )
+    .await;
+    assert_eq!(foreign_cursor["items"], json!([]));
+
+    // Search covers message text as well as titles, case-insensitively, with LIKE wildcards taken literally.
+    let (_, found) = get_json(&format!("{}/v1/conversations?q=MESSAGE%20117", chat.url), &token).await;
+    let ids: Vec<&str> = found["items"].as_array().expect("items").iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids, [id.as_str()]);
+    let (_, none) = get_json(&format!("{}/v1/conversations?q=message%25117", chat.url), &token).await;
+    assert_eq!(none["items"], json!([]));
+    let (_, others) = get_json(&format!("{}/v1/conversations?q=message", chat.url), &world.auth.token("mallory")).await;
+    assert_eq!(others["items"], json!([]), "another user's text is never searched");
+}
+
+fn uuid_of(text: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(text).expect("uuid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_message_can_be_edited_or_answered_again_and_the_model_switched() {
+    let world = World::new().await;
+    let mock = MockProvider::start(Wire::OpenAi).await;
+    let chat = one_provider(&world, &mock).await;
+    let token = world.auth.token("alice");
+    let conversation = chat.create_conversation(&token, json!({})).await;
+    let id = conversation["id"].as_str().expect("id").to_string();
+    let (first_events, _) = parse_sse(&send(&chat, &token, &id, "First question").await.text().await.expect("body"));
+    let first_user = first_events[0].json()["userMessageId"].as_str().expect("user message id").to_string();
+    let (events, _) = parse_sse(&send(&chat, &token, &id, "Second questoin").await.text().await.expect("body"));
+    let second_user = events[0].json()["userMessageId"].as_str().expect("user message id").to_string();
+
+    // Replacing an earlier message is refused, and changes nothing.
+    let refused = send_json(&chat, &token, &id, json!({ "content": "Edited first", "replaces": first_user })).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let problem: Value = refused.json().await.expect("problem");
+    assert_eq!(problem["type"], "https://saaschat.io/problems/not-last-user-message");
+    let (_, read) = get_json(&format!("{}/v1/conversations/{id}", chat.url), &token).await;
+    assert_eq!(read["messages"].as_array().expect("messages").len(), 4);
+
+    // Edit and resend the last message: it and its answer are replaced; the provider sees the edited history.
+    let edited = send_json(&chat, &token, &id, json!({ "content": "Second question", "replaces": second_user })).await;
+    assert_eq!(edited.status(), StatusCode::OK);
+    let (events, _) = parse_sse(&edited.text().await.expect("body"));
+    let edited_user = events[0].json()["userMessageId"].as_str().expect("id").to_string();
+    assert_eq!(events.last().expect("end").json()["status"], "complete");
+    let upstream = mock.requests();
+    assert_eq!(
+        upstream.last().expect("request").body["messages"],
+        json!([
+            { "role": "user", "content": "First question" },
+            { "role": "assistant", "content": "Hello there!" },
+            { "role": "user", "content": "Second question" },
+        ])
+    );
+    let (_, read) = get_json(&format!("{}/v1/conversations/{id}", chat.url), &token).await;
+    let contents: Vec<&str> =
+        read["messages"].as_array().expect("messages").iter().filter_map(|m| m["content"].as_str()).collect();
+    assert_eq!(contents, ["First question", "Hello there!", "Second question", "Hello there!"]);
+
+    // Switch the model mid-conversation, then regenerate (the same content replacing itself) with it.
+    let switched = client()
+        .patch(format!("{}/v1/conversations/{id}", chat.url))
+        .bearer_auth(&token)
+        .json(&json!({ "model": "gpt-4o" }))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(switched.status(), StatusCode::OK);
+    assert_eq!(switched.json::<Value>().await.expect("json")["model"], "gpt-4o");
+    let not_allowed = client()
+        .patch(format!("{}/v1/conversations/{id}", chat.url))
+        .bearer_auth(&token)
+        .json(&json!({ "model": "gpt-5-secret" }))
+        .send()
+        .await
+        .expect("patch");
+    assert!(not_allowed.status().is_client_error());
+    let nothing = client()
+        .patch(format!("{}/v1/conversations/{id}", chat.url))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(nothing.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    mock.then(Behaviour::answer(&["A better answer."]));
+    let again = send_json(&chat, &token, &id, json!({ "content": "Second question", "replaces": edited_user })).await;
+    let (events, _) = parse_sse(&again.text().await.expect("body"));
+    assert_eq!(events[0].json()["model"], "gpt-4o");
+    assert_eq!(mock.requests().last().expect("request").body["model"], "gpt-4o");
+    let (_, read) = get_json(&format!("{}/v1/conversations/{id}", chat.url), &token).await;
+    let contents: Vec<&str> =
+        read["messages"].as_array().expect("messages").iter().filter_map(|m| m["content"].as_str()).collect();
+    assert_eq!(contents, ["First question", "Hello there!", "Second question", "A better answer."]);
+
+    // A refusal before the answer starts (the provider is down) keeps the message that would have been replaced.
+    let last_user = read["messages"][2]["id"].as_str().expect("id").to_string();
+    mock.always(Behaviour::Status { status: 400, retry_after: None, body: json!({ "error": { "message": "bad" } }) });
+    let failed = send_json(&chat, &token, &id, json!({ "content": "Third try", "replaces": last_user })).await;
+    assert!(failed.status().is_client_error() || failed.status().is_server_error());
+    let (_, read) = get_json(&format!("{}/v1/conversations/{id}", chat.url), &token).await;
+    let contents: Vec<&str> =
+        read["messages"].as_array().expect("messages").iter().filter_map(|m| m["content"].as_str()).collect();
+    assert_eq!(contents, ["First question", "Hello there!", "Second question", "A better answer."]);
+}

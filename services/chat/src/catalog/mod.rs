@@ -190,6 +190,19 @@ pub(crate) mod tests {
         })
     }
 
+    /// A catalog of one provider offering `models` as (name, input price, output price).
+    pub fn catalog_with_prices(models: &[(&str, &str, &str)]) -> Catalog {
+        let models: Vec<serde_json::Value> = models
+            .iter()
+            .map(|(name, input, output)| {
+                serde_json::json!({"name": name, "inputPricePerMillion": input, "outputPricePerMillion": output})
+            })
+            .collect();
+        let mut provider = provider("openai", "openai", &[]);
+        provider["models"] = serde_json::json!(models);
+        Catalog::build(&tenant_config(serde_json::json!([provider])), keys).0
+    }
+
     fn keys(path: &Path) -> std::io::Result<String> {
         if path == Path::new("/keys/broken") {
             Err(std::io::Error::new(std::io::ErrorKind::NotFound, "gone"))

@@ -1,5 +1,6 @@
-//! Conversations over HTTP: create, list (paginated, searchable by title), read, rename, delete, send a
-//! message (the answer streams back as SSE), stop the answer, attach to it from another connection. Every
+//! Conversations over HTTP: create, list (paginated, searchable by title and text), read (whole, or its
+//! messages a page at a time), rename or switch model, delete, send a message (the answer streams back as SSE;
+//! it may replace the last message and its answer), stop the answer, attach to it from another connection. Every
 //! route finds conversations by the caller's user id and the path's id together: another user's id is 404.
 
 pub mod live;
@@ -33,12 +34,14 @@ use crate::streaming::{events, sse};
 pub const MAX_TITLE_CHARS: usize = 200;
 const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
+const DEFAULT_MESSAGE_PAGE: i64 = 50;
+const MAX_MESSAGE_PAGE: i64 = 200;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/conversations", post(create).get(list))
-        .route("/v1/conversations/{id}", get(read).patch(rename).delete(delete))
-        .route("/v1/conversations/{id}/messages", post(send))
+        .route("/v1/conversations/{id}", get(read).patch(update).delete(delete))
+        .route("/v1/conversations/{id}/messages", post(send).get(messages))
         .route("/v1/conversations/{id}/stop", post(stop))
         .route("/v1/conversations/{id}/stream", get(attach))
 }
@@ -97,7 +100,7 @@ struct ListQuery {
     limit: Option<i64>,
     #[serde(default)]
     cursor: Option<String>,
-    /// Only conversations whose title contains this text.
+    /// Only conversations whose title or messages contain this text.
     #[serde(default)]
     q: Option<String>,
 }
@@ -144,20 +147,74 @@ async fn read(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Rename {
-    title: String,
+struct Update {
+    #[serde(default)]
+    title: Option<String>,
+    /// The model of the answers from now on; it must be allowed by the plan.
+    #[serde(default)]
+    model: Option<String>,
 }
 
-async fn rename(
+async fn update(
     State(state): State<AppState>,
     user: Scoped<ChatScope>,
     Path(id): Path<String>,
-    Json(body): Json<Rename>,
+    Json(body): Json<Update>,
 ) -> Result<Response, Problem> {
     let id = conversation_id(&id)?;
-    let title = check_title(&body.title)?;
-    let conversation = state.store.rename(&user.user_id, id, title).await.map_err(internal)?.ok_or_else(not_found)?;
+    if body.title.is_none() && body.model.is_none() {
+        return Err(invalid("give a title, a model, or both"));
+    }
+    let title = body.title.as_deref().map(check_title).transpose()?;
+    if let Some(model) = &body.model {
+        crate::resilience::fallback::candidates(&state.gateway.catalog.current(), model)
+            .map_err(|error| Problem::from(crate::gateway::GatewayError::from(error)))?;
+    }
+    let conversation = state
+        .store
+        .update(&user.user_id, id, title, body.model.as_deref())
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
     Ok(Json(conversation).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+    /// A message id: the page ends just before it.
+    #[serde(default)]
+    before: Option<String>,
+}
+
+/// The newest messages (or those before `before`), oldest first, and the cursor of the page before them:
+/// a long conversation opens with its end, and older messages load as the reader scrolls up.
+async fn messages(
+    State(state): State<AppState>,
+    user: Scoped<ChatScope>,
+    Path(id): Path<String>,
+    query: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let id = conversation_id(&id)?;
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(DEFAULT_MESSAGE_PAGE);
+    if !(1..=MAX_MESSAGE_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!("limit must be between 1 and {MAX_MESSAGE_PAGE}")));
+    }
+    let before = match query.before.as_deref() {
+        Some(text) => Some(Uuid::try_parse(text).map_err(|_| Problem::bad_request("before must be a message id"))?),
+        None => None,
+    };
+    state.store.get(&user.user_id, id).await.map_err(internal)?.ok_or_else(not_found)?;
+    let mut items = state.store.messages_page(&user.user_id, id, before, limit + 1).await.map_err(internal)?;
+    let more = items.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    if more {
+        items.remove(0);
+    }
+    let previous = if more { items.first().map(|first| first.id.to_string()) } else { None };
+    Ok(Json(json!({ "items": items, "previousCursor": previous })).into_response())
 }
 
 async fn delete(
@@ -184,7 +241,7 @@ async fn send(
     let id = conversation_id(&id)?;
     let started = reply::start_reply(&state, &user, id, body).await?;
     let (conversation_id, message_id) = (started.conversation_id, started.message_id);
-    let (name, data) = events::start(conversation_id, message_id, &started.served);
+    let (name, data) = events::start(conversation_id, started.user_message_id, message_id, &started.served);
     let head = stream::iter([Ok::<Event, Infallible>(sse::event(name, &data))]);
     let body = started.relay.into_stream().filter_map(move |message| async move {
         events::frame(conversation_id, message_id, &message).map(|(name, data)| Ok(sse::event(name, &data)))

@@ -31,6 +31,11 @@ pub struct NewMessage {
     pub temperature: Option<f64>,
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// The id of the conversation's last user message, to replace it and its answer with this message: an
+    /// edited message, or (with the same content) the answer asked for again. The replaced messages are deleted
+    /// only once the new answer has started; a refusal before that changes nothing.
+    #[serde(default)]
+    pub replaces: Option<Uuid>,
 }
 
 pub fn validate(message: &NewMessage) -> Result<(), Problem> {
@@ -64,6 +69,9 @@ pub fn not_found() -> Problem {
 
 pub struct StartedReply {
     pub conversation_id: Uuid,
+    /// The user's message, as stored.
+    pub user_message_id: Uuid,
+    /// The answer, stored when it settles.
     pub message_id: Uuid,
     pub served: Served,
     pub relay: Relay,
@@ -98,7 +106,10 @@ async fn open(
     message: &NewMessage,
     entry: Arc<LiveEntry>,
 ) -> Result<StartedReply, Problem> {
-    let history = state.store.messages(&user.user_id, conversation.id).await.map_err(internal)?;
+    let mut history = state.store.messages(&user.user_id, conversation.id).await.map_err(internal)?;
+    if let Some(replaced) = message.replaces {
+        history.truncate(replaced_from(&history, replaced)?);
+    }
     let first_exchange = history.is_empty();
     let mut messages: Vec<ChatMessage> = history
         .iter()
@@ -120,7 +131,13 @@ async fn open(
     };
     let admission = state.gateway.admit(&user.user_id, request).await.map_err(Problem::from)?;
     let open = state.gateway.open_stream(admission).await.map_err(Problem::from)?;
-    if !state.store.add_user_message(&user.user_id, conversation.id, &message.content).await.map_err(internal)? {
+    let user_message_id = Uuid::now_v7();
+    let stored = state
+        .store
+        .add_user_message(&user.user_id, conversation.id, user_message_id, &message.content, message.replaces)
+        .await
+        .map_err(internal)?;
+    if !stored {
         return Err(not_found());
     }
     let served = open.served.clone();
@@ -133,7 +150,22 @@ async fn open(
     );
     let observer: Arc<dyn Observer> = entry.clone();
     let relay = state.gateway.relay(open, Some(&entry.stop), Some(observer), Some(hook));
-    Ok(StartedReply { conversation_id: conversation.id, message_id, served, relay })
+    Ok(StartedReply { conversation_id: conversation.id, user_message_id, message_id, served, relay })
+}
+
+/// Where the history is cut for a message that replaces `replaced`: only the last user message can be
+/// replaced (with its answer), so that no later exchange is lost.
+fn replaced_from(history: &[super::store::Message], replaced: Uuid) -> Result<usize, Problem> {
+    let last_user = history.iter().rposition(|message| message.role == "user");
+    match last_user {
+        Some(index) if history[index].id == replaced => Ok(index),
+        _ => {
+            Err(Problem::typed(StatusCode::CONFLICT, "not-last-user-message", "Only the last message can be replaced")
+                .with_detail(
+                    "replaces must be the id of the conversation's last user message; reload the conversation",
+                ))
+        }
+    }
 }
 
 fn status_name(status: &OutcomeStatus) -> &'static str {
@@ -204,7 +236,7 @@ mod tests {
     use super::*;
 
     fn message(content: &str) -> NewMessage {
-        NewMessage { content: content.into(), model: None, temperature: None, max_tokens: None }
+        NewMessage { content: content.into(), model: None, temperature: None, max_tokens: None, replaces: None }
     }
 
     #[test]
@@ -214,5 +246,34 @@ mod tests {
         assert!(validate(&message(&"x".repeat(MAX_MESSAGE_CHARS + 1))).is_err());
         assert!(validate(&NewMessage { temperature: Some(2.5), ..message("Hi") }).is_err());
         assert!(validate(&NewMessage { max_tokens: Some(0), ..message("Hi") }).is_err());
+    }
+
+    fn stored(role: &str) -> super::super::store::Message {
+        super::super::store::Message {
+            id: Uuid::now_v7(),
+            role: role.into(),
+            content: "text".into(),
+            status: "complete".into(),
+            model: None,
+            provider: None,
+            input_tokens: None,
+            output_tokens: None,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn only_the_last_user_message_can_be_replaced() {
+        let history = [stored("user"), stored("assistant"), stored("user"), stored("assistant")];
+        assert_eq!(replaced_from(&history, history[2].id).expect("last user message"), 2);
+        for other in [history[0].id, history[1].id, history[3].id, Uuid::now_v7()] {
+            let problem = replaced_from(&history, other).expect_err("refused");
+            assert_eq!(problem.status, 409);
+            assert!(problem.problem_type.ends_with("not-last-user-message"));
+        }
+        // An unanswered last message (its answer failed to open) can be replaced too.
+        let unanswered = [stored("user"), stored("assistant"), stored("user")];
+        assert_eq!(replaced_from(&unanswered, unanswered[2].id).expect("replaceable"), 2);
+        assert!(replaced_from(&[], Uuid::now_v7()).is_err());
     }
 }

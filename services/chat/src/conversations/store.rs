@@ -80,6 +80,11 @@ impl Store {
         Store { pool }
     }
 
+    /// The chat schema's pool, for the usage report (which reads `usage_events`).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub async fn create(
         &self,
         user_id: &str,
@@ -100,7 +105,9 @@ impl Store {
         .await
     }
 
-    /// One page, newest first, optionally only titles containing `search` (case-insensitive).
+    /// One page, newest first, optionally only conversations whose title or one of whose messages contains
+    /// `search` (case-insensitive). The text search scans the user's messages (no trigram index: it needs an
+    /// extension the tenant's PostgreSQL may not have); a user's messages are few enough for that.
     pub async fn list(
         &self,
         user_id: &str,
@@ -111,7 +118,9 @@ impl Store {
         sqlx::query_as(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations \
              WHERE user_id = $1 \
-               AND ($2::text IS NULL OR title ILIKE $2 ESCAPE '\\') \
+               AND ($2::text IS NULL OR title ILIKE $2 ESCAPE '\\' OR EXISTS ( \
+                    SELECT 1 FROM messages m WHERE m.conversation_id = conversations.id \
+                      AND m.content ILIKE $2 ESCAPE '\\')) \
                AND ($3::timestamptz IS NULL OR (updated_at, id) < ($3, $4)) \
              ORDER BY updated_at DESC, id DESC LIMIT $5"
         ))
@@ -145,14 +154,49 @@ impl Store {
         .await
     }
 
-    pub async fn rename(&self, user_id: &str, id: Uuid, title: &str) -> Result<Option<Conversation>, sqlx::Error> {
+    /// One page of a conversation's messages, the newest `limit` before `before` (a message id of the same
+    /// conversation; the newest of all without it), returned oldest first. An unknown `before` finds nothing.
+    pub async fn messages_page(
+        &self,
+        user_id: &str,
+        id: Uuid,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        let mut page: Vec<Message> = sqlx::query_as(
+            "SELECT m.id, m.role, m.content, m.status, m.model, m.provider, m.input_tokens, m.output_tokens, m.created_at \
+             FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE c.id = $1 AND c.user_id = $2 \
+               AND ($3::uuid IS NULL OR (m.created_at, m.id) < \
+                    (SELECT b.created_at, b.id FROM messages b WHERE b.id = $3 AND b.conversation_id = $1)) \
+             ORDER BY m.created_at DESC, m.id DESC LIMIT $4",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        page.reverse();
+        Ok(page)
+    }
+
+    /// Renames and/or switches the model; `None` leaves a field as it is.
+    pub async fn update(
+        &self,
+        user_id: &str,
+        id: Uuid,
+        title: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<Option<Conversation>, sqlx::Error> {
         sqlx::query_as(&format!(
-            "UPDATE conversations SET title = $3, updated_at = now() WHERE id = $1 AND user_id = $2 \
-             RETURNING {CONVERSATION_COLUMNS}"
+            "UPDATE conversations SET title = coalesce($3, title), model = coalesce($4, model), updated_at = now() \
+             WHERE id = $1 AND user_id = $2 RETURNING {CONVERSATION_COLUMNS}"
         ))
         .bind(id)
         .bind(user_id)
         .bind(title)
+        .bind(model)
         .fetch_optional(&self.pool)
         .await
     }
@@ -166,19 +210,45 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Adds the user's message, if the conversation is still the caller's.
-    pub async fn add_user_message(&self, user_id: &str, id: Uuid, content: &str) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
-            "INSERT INTO messages (id, conversation_id, role, content) \
-             SELECT $1, c.id, 'user', $3 FROM conversations c WHERE c.id = $2 AND c.user_id = $4",
-        )
-        .bind(Uuid::now_v7())
-        .bind(id)
-        .bind(content)
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+    /// Adds the user's message as `message_id`, if the conversation is still the caller's. With `replaces`
+    /// (a message of this conversation), that message and every later one are deleted first, in the same
+    /// transaction: an edited last message, or an answer asked for again.
+    pub async fn add_user_message(
+        &self,
+        user_id: &str,
+        id: Uuid,
+        message_id: Uuid,
+        content: &str,
+        replaces: Option<Uuid>,
+    ) -> Result<bool, sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        let owned: Option<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE")
+                .bind(id)
+                .bind(user_id)
+                .fetch_optional(&mut *transaction)
+                .await?;
+        if owned.is_none() {
+            return Ok(false);
+        }
+        if let Some(first) = replaces {
+            sqlx::query(
+                "DELETE FROM messages WHERE conversation_id = $1 AND (created_at, id) >= \
+                 (SELECT created_at, id FROM messages WHERE id = $2 AND conversation_id = $1)",
+            )
+            .bind(id)
+            .bind(first)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        sqlx::query("INSERT INTO messages (id, conversation_id, role, content) VALUES ($1, $2, 'user', $3)")
+            .bind(message_id)
+            .bind(id)
+            .bind(content)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
     /// Adds the answer and, on the first exchange, the title; returns the title if it was set now. Nothing

@@ -8,11 +8,13 @@ use crate::gateway::error::provider_problem;
 use crate::gateway::{Outcome, OutcomeStatus, Served, StopReason, StreamMessage};
 use crate::providers::ProviderEvent;
 
-pub fn start(conversation_id: Uuid, message_id: Uuid, served: &Served) -> (&'static str, Value) {
+/// The first event of an answer: `userMessageId` is the stored user message (what an edit replaces),
+/// `messageId` the answer's.
+pub fn start(conversation_id: Uuid, user_message_id: Uuid, message_id: Uuid, served: &Served) -> (&'static str, Value) {
     (
         "start",
         json!({
-            "conversationId": conversation_id, "messageId": message_id,
+            "conversationId": conversation_id, "userMessageId": user_message_id, "messageId": message_id,
             "provider": served.provider, "model": served.offer.name,
         }),
     )

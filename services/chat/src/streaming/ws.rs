@@ -173,7 +173,8 @@ async fn handle(
         ClientMessage::Send { conversation_id, message } => {
             match reply::start_reply(state, user, conversation_id, message).await {
                 Ok(started) => {
-                    let (name, body) = events::start(conversation_id, started.message_id, &started.served);
+                    let (name, body) =
+                        events::start(conversation_id, started.user_message_id, started.message_id, &started.served);
                     let outgoing = outgoing.clone();
                     let message_id = started.message_id;
                     let mut relay = started.relay;

@@ -3,6 +3,7 @@
 //! when it settles, stopped streams included.
 
 pub mod cost;
+pub mod report;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -79,8 +79,13 @@ impl Auth {
         Auth { url: format!("http://{address}"), signing }
     }
 
-    /// An access token for `user`.
+    /// An access token for `user`, a member.
     pub fn token(&self, user: &str) -> String {
+        self.token_with_role(user, "member")
+    }
+
+    /// An access token for `user` with `role` (`owner`, `admin`, `member`).
+    pub fn token_with_role(&self, user: &str, role: &str) -> String {
         let mut der =
             vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         der.extend_from_slice(&self.signing.to_bytes());
@@ -88,7 +93,7 @@ impl Auth {
         header.kid = Some("k1".into());
         let now = jsonwebtoken::get_current_timestamp() as i64;
         let claims = json!({
-            "iss": ISSUER, "aud": "saaschat", "sub": user, "tenant": TENANT, "role": "member", "typ": "access",
+            "iss": ISSUER, "aud": "saaschat", "sub": user, "tenant": TENANT, "role": role, "typ": "access",
             "iat": now, "nbf": now, "exp": now + 900, "jti": format!("t-{user}"), "sid": "s-1",
         });
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&der)).expect("sign")
