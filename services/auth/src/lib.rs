@@ -5,6 +5,7 @@
 //! | [`routes`] | the HTTP API and its OpenAPI document |
 //! | [`accounts`] | users, sessions (refresh-token families) and single-use email tokens in PostgreSQL |
 //! | [`api_keys`] | per-user API keys in PostgreSQL |
+//! | [`browser`] | browser sessions: the refresh token in an `HttpOnly` cookie, same-origin checks |
 //! | [`keys`] | the signing key from the operator's Secret, access tokens, the JWKS across rotations |
 //! | [`passwords`] | the password policy and argon2id hashing off the async runtime |
 //! | [`rate_limit`] | guessing limits in Redis |
@@ -14,6 +15,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod browser;
 pub mod error;
 pub mod keys;
 pub mod passwords;

@@ -12,6 +12,7 @@ use saaschat_platform::outbox::{Relay, RelaySettings};
 use saaschat_platform::redis::{self as platform_redis, RedisProbe, RedisSettings};
 use tokio::net::TcpListener;
 
+use crate::browser;
 use crate::keys::{KeyError, KeyStore};
 use crate::passwords::{HashError, HashParams, PasswordHasherPool};
 use crate::rate_limit::Limiter;
@@ -118,7 +119,10 @@ pub async fn start(
     let router = RouterBuilder::new(options.http.clone(), shutdown.clone())
         .readiness_probe(PostgresProbe::new(pool.clone()))
         .readiness_probe(RedisProbe::new(redis.clone()))
-        .build(routes::api(state))?;
+        .build(routes::api(state).layer(axum::middleware::from_fn_with_state(
+            browser::TenantOrigin::from_url(&config.tenant.url),
+            browser::sessions,
+        )))?;
 
     let relay = Relay::new(pool, redis, PRODUCER, options.relay.clone());
     let relay = tokio::spawn(relay.run(shutdown.clone()));
