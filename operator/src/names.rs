@@ -26,33 +26,8 @@ pub fn managed_selector() -> String {
     format!("{LABEL_MANAGED_BY}={MANAGED_BY}")
 }
 
-/// The workloads of a tenant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Component {
-    Auth,
-    Chat,
-    Billing,
-    EmailWorker,
-    Postgres,
-    Redis,
-}
-
-impl Component {
-    /// The four stateless services, in start-up order.
-    pub const SERVICES: [Component; 4] = [Component::Auth, Component::Chat, Component::Billing, Component::EmailWorker];
-    pub const DATA_STORES: [Component; 2] = [Component::Postgres, Component::Redis];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Component::Auth => "auth",
-            Component::Chat => "chat",
-            Component::Billing => "billing",
-            Component::EmailWorker => "email-worker",
-            Component::Postgres => "postgres",
-            Component::Redis => "redis",
-        }
-    }
-}
+/// The workloads of a tenant, named as the services know them.
+pub use saaschat_contract::Component;
 
 /// The namespace a tenant lives in.
 pub fn tenant_namespace(tenant: &ChatTenant) -> String {
@@ -111,15 +86,14 @@ pub mod secret {
     }
 }
 
-/// The tenant configuration ConfigMap and the file inside it.
+/// The tenant configuration ConfigMap; the document inside is `saaschat_contract::paths::CONFIG_FILE_NAME`.
 pub const CONFIG_MAP: &str = "tenant-config";
-pub const CONFIG_FILE: &str = "tenant.json";
 /// Role that lets the billing service write its Subscription's status.
 pub const BILLING_ROLE: &str = "billing-subscription-status";
 
 /// Where pods find their configuration and secrets.
 pub mod paths {
-    pub const CONFIG_DIR: &str = "/etc/saaschat";
+    pub use saaschat_contract::paths::CONFIG_DIR;
     pub const SECRETS_DIR: &str = "/var/run/secrets/saaschat";
 
     pub fn provider_key_file(provider: &str) -> String {

@@ -16,7 +16,7 @@ pub fn tenant_config(inputs: &TenantInputs<'_>) -> DesiredObject {
         OwnedKind::ConfigMap,
         ConfigMap {
             metadata: inputs.meta(names::CONFIG_MAP, None),
-            data: Some(BTreeMap::from([(names::CONFIG_FILE.to_string(), text)])),
+            data: Some(BTreeMap::from([(saaschat_contract::paths::CONFIG_FILE_NAME.to_string(), text)])),
             ..ConfigMap::default()
         },
     )

@@ -10,18 +10,9 @@ use k8s_openapi::api::networking::v1::{
 use super::workloads::HTTP_PORT;
 use super::{DesiredObject, TenantInputs};
 use crate::kinds::OwnedKind;
-use crate::names::Component;
 
 /// The Secret cert-manager fills when the tenant asks for an issuer instead of naming a certificate.
 pub const ISSUED_TLS_SECRET: &str = "tenant-tls";
-
-/// Path prefixes and the service behind each; the longest prefix wins, `/` goes to chat (API and web UI).
-const ROUTES: [(&str, Component); 4] = [
-    ("/v1/auth", Component::Auth),
-    ("/.well-known", Component::Auth),
-    ("/v1/billing", Component::Billing),
-    ("/", Component::Chat),
-];
 
 pub fn ingress(inputs: &TenantInputs<'_>) -> Option<DesiredObject> {
     let spec = inputs.tenant.spec.ingress.as_ref()?;
@@ -35,14 +26,15 @@ pub fn ingress(inputs: &TenantInputs<'_>) -> Option<DesiredObject> {
             secret_name: Some(tls.secret_name.clone().unwrap_or_else(|| ISSUED_TLS_SECRET.into())),
         }
     });
-    let paths = ROUTES
+    // One path per public route (saaschat-contract), the table the services check their own routes against.
+    let paths = saaschat_contract::routes::PUBLIC
         .iter()
-        .map(|(path, component)| HTTPIngressPath {
-            path: Some((*path).into()),
-            path_type: "Prefix".into(),
+        .map(|route| HTTPIngressPath {
+            path: Some(route.path.into()),
+            path_type: route.path_match.path_type().into(),
             backend: IngressBackend {
                 service: Some(IngressServiceBackend {
-                    name: component.name().into(),
+                    name: route.component.name().into(),
                     port: Some(ServiceBackendPort { number: Some(HTTP_PORT), ..ServiceBackendPort::default() }),
                 }),
                 ..IngressBackend::default()

@@ -601,7 +601,7 @@ fn the_providers_proxy_reaches_the_chat_service_and_its_network_policy_only() {
 fn the_config_map_lists_allowed_models_with_prices_and_no_secrets() {
     let state = build(&Inputs::new(tenant("acme")));
     let config = &typed::<ConfigMap>(&state, OwnedKind::ConfigMap)[0];
-    let text = &config.data.clone().unwrap_or_default()[names::CONFIG_FILE];
+    let text = &config.data.clone().unwrap_or_default()[saaschat_contract::paths::CONFIG_FILE_NAME];
     let document: serde_json::Value = serde_json::from_str(text).expect("json");
     let models = &document["providers"][0]["models"];
     assert_eq!(models.as_array().map(Vec::len), Some(1), "only the allowed model: {models}");

@@ -19,9 +19,10 @@ use super::security::{SERVICE_UID, container_security_context, pod_security_cont
 use super::{DesiredObject, TenantInputs};
 use crate::kinds::OwnedKind;
 use crate::names::{self, Component, paths, secret};
+use saaschat_contract::{env as contract_env, paths as contract_paths, ports};
 
-/// Every service listens for HTTP (API, `/metrics`, `/healthz`, `/readyz`) on this port.
-pub const HTTP_PORT: i32 = 8080;
+/// Every service listens for HTTP (API, `/healthz`, `/readyz`) on this port.
+pub const HTTP_PORT: i32 = ports::HTTP as i32;
 /// Seconds a terminating pod keeps serving so that endpoints and load balancers stop sending to it first.
 const PRE_STOP_DELAY_SECONDS: i64 = 5;
 /// Streams get this long to finish after SIGTERM (above Kubernetes' default of 30).
@@ -48,9 +49,9 @@ pub fn services(inputs: &TenantInputs<'_>) -> Vec<DesiredObject> {
                     spec: Some(ServiceSpec {
                         selector: Some(names::selector_labels(inputs.name(), component)),
                         ports: Some(vec![ServicePort {
-                            name: Some("http".into()),
+                            name: Some(ports::HTTP_NAME.into()),
                             port: HTTP_PORT,
-                            target_port: Some(IntOrString::String("http".into())),
+                            target_port: Some(IntOrString::String(ports::HTTP_NAME.into())),
                             protocol: Some("TCP".into()),
                             ..ServicePort::default()
                         }]),
@@ -96,16 +97,16 @@ fn deployment(inputs: &TenantInputs<'_>, component: Component) -> Deployment {
         image: Some(spec.image.clone().unwrap_or_else(|| inputs.settings.service_image(component))),
         image_pull_policy: Some("IfNotPresent".into()),
         ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
+            name: Some(ports::HTTP_NAME.into()),
             container_port: HTTP_PORT,
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
         env: Some(env(inputs, component)),
         resources: Some(resources(spec.resources.as_ref())),
-        readiness_probe: Some(http_probe("/readyz", 2, 3)),
-        liveness_probe: Some(http_probe("/healthz", 10, 3)),
-        startup_probe: Some(http_probe("/healthz", 2, 30)),
+        readiness_probe: Some(http_probe(ports::READY_PATH, 2, 3)),
+        liveness_probe: Some(http_probe(ports::HEALTH_PATH, 10, 3)),
+        startup_probe: Some(http_probe(ports::HEALTH_PATH, 2, 30)),
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 sleep: Some(SleepAction { seconds: PRE_STOP_DELAY_SECONDS }),
@@ -156,7 +157,7 @@ fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe 
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(ports::HTTP_NAME.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period_seconds),
@@ -198,38 +199,38 @@ fn env(inputs: &TenantInputs<'_>, component: Component) -> Vec<EnvVar> {
         ..EnvVar::default()
     };
     let mut env = vec![
-        value("SAASCHAT_TENANT", inputs.name().into()),
-        value("SAASCHAT_COMPONENT", component.name().into()),
-        value("SAASCHAT_CONFIG_FILE", format!("{}/{}", paths::CONFIG_DIR, names::CONFIG_FILE)),
-        value("SAASCHAT_LISTEN_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
-        value("OTEL_SERVICE_NAME", format!("saaschat-{}", component.name())),
-        field("POD_NAME", "metadata.name"),
-        field("POD_NAMESPACE", "metadata.namespace"),
-        env_from_secret("REDIS_URL", secret::REDIS, "url"),
+        value(contract_env::TENANT, inputs.name().into()),
+        value(contract_env::COMPONENT, component.name().into()),
+        value(contract_env::CONFIG_FILE, format!("{}/{}", paths::CONFIG_DIR, contract_paths::CONFIG_FILE_NAME)),
+        value(contract_env::LISTEN_ADDR, format!("0.0.0.0:{HTTP_PORT}")),
+        value(contract_env::OTEL_SERVICE_NAME, component.telemetry_name()),
+        field(contract_env::POD_NAME, "metadata.name"),
+        field(contract_env::POD_NAMESPACE, "metadata.namespace"),
+        env_from_secret(contract_env::REDIS_URL, secret::REDIS, "url"),
     ];
     // The email worker only reads the Redis stream; everything else keeps its state in PostgreSQL.
-    if component != Component::EmailWorker {
-        env.push(env_from_secret("DATABASE_URL", secret::POSTGRES, "url"));
+    if component.uses_database() {
+        env.push(env_from_secret(contract_env::DATABASE_URL, secret::POSTGRES, "url"));
     }
     let settings = inputs.settings;
     if let Some(endpoint) = &settings.tenant_otlp_endpoint {
-        env.push(value("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.url.clone()));
+        env.push(value(contract_env::OTEL_EXPORTER_OTLP_ENDPOINT, endpoint.url.clone()));
     }
     // A DSN only lets its holder send events (Sentry's own clients embed it in web pages), so it is a plain value.
     if let Some(dsn) = &settings.tenant_sentry_dsn {
-        env.push(value("SENTRY_DSN", dsn.url.clone()));
+        env.push(value(contract_env::SENTRY_DSN, dsn.url.clone()));
     }
     if let Some(environment) = &settings.tenant_sentry_environment {
-        env.push(value("SENTRY_ENVIRONMENT", environment.clone()));
+        env.push(value(contract_env::SENTRY_ENVIRONMENT, environment.clone()));
     }
     // Only HTTPS_PROXY: the chat service's plain-HTTP calls (the auth service, in-cluster model servers) stay
     // inside the cluster.
     if component == Component::Chat {
         if let Some(proxy) = &settings.tenant_https_proxy {
-            env.push(value("HTTPS_PROXY", proxy.url.clone()));
+            env.push(value(contract_env::HTTPS_PROXY, proxy.url.clone()));
         }
         if let Some(no_proxy) = &settings.tenant_no_proxy {
-            env.push(value("NO_PROXY", no_proxy.clone()));
+            env.push(value(contract_env::NO_PROXY, no_proxy.clone()));
         }
     }
     env

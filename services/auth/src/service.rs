@@ -77,6 +77,8 @@ pub enum StartError {
     Hasher(#[from] HashError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("routes: {0}")]
+    Routes(#[from] saaschat_platform::http::openapi::DocumentError),
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -119,7 +121,7 @@ pub async fn start(
     let router = RouterBuilder::new(options.http.clone(), shutdown.clone())
         .readiness_probe(PostgresProbe::new(pool.clone()))
         .readiness_probe(RedisProbe::new(redis.clone()))
-        .build(routes::api(state).layer(axum::middleware::from_fn_with_state(
+        .build(routes::api(state)?.layer(axum::middleware::from_fn_with_state(
             browser::TenantOrigin::from_url(&config.tenant.url),
             browser::sessions,
         )))?;

@@ -537,7 +537,7 @@ async fn a_key_rotation_logs_nobody_out_and_the_api_is_described() {
     assert_eq!(serde_json::from_slice::<Value>(&header).expect("json")["kid"], "key-2");
 
     let document: Value =
-        server.client.get(server.url("/openapi.json")).send().await.expect("get").json().await.expect("json");
+        server.client.get(server.url("/v1/auth/openapi.json")).send().await.expect("get").json().await.expect("json");
     assert!(document["openapi"].as_str().is_some_and(|version| version.starts_with("3.")));
     for path in
         ["/v1/auth/signup", "/v1/auth/signin", "/v1/auth/refresh", "/v1/auth/me", "/v1/api-keys", "/v1/users/{id}"]
@@ -546,7 +546,7 @@ async fn a_key_rotation_logs_nobody_out_and_the_api_is_described() {
     }
 }
 
-/// schemathesis (from PyPI, `scripts/tools/python-venv`) generates requests from `/openapi.json`, valid and
+/// schemathesis (from PyPI, `scripts/tools/python-venv`) generates requests from `/v1/auth/openapi.json`, valid and
 /// not, signed in and not; no answer may be a server error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error() {
@@ -560,7 +560,7 @@ async fn schemathesis_finds_no_server_error() {
     let report = tempfile::tempdir().expect("report dir");
     let output = tokio::process::Command::new(&schemathesis)
         .arg("run")
-        .arg(server.url("/openapi.json"))
+        .arg(server.url("/v1/auth/openapi.json"))
         .args(["--checks", "not_a_server_error", "--max-examples", "30", "--seed", "20261126", "--workers", "1"])
         .args(["--phases", "examples,coverage,fuzzing", "--request-timeout", "20", "--no-color"])
         .arg("--header")

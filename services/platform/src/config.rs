@@ -8,7 +8,6 @@
 //! appear in them.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -16,54 +15,18 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
-pub const ENV_TENANT: &str = "SAASCHAT_TENANT";
-pub const ENV_COMPONENT: &str = "SAASCHAT_COMPONENT";
-pub const ENV_CONFIG_FILE: &str = "SAASCHAT_CONFIG_FILE";
-pub const ENV_LISTEN_ADDR: &str = "SAASCHAT_LISTEN_ADDR";
-pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
-pub const ENV_REDIS_URL: &str = "REDIS_URL";
-pub const ENV_OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
-pub const ENV_POD_NAME: &str = "POD_NAME";
-pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
+// The names are the contract's: the operator writes the same ones.
+pub use saaschat_contract::Component;
+pub use saaschat_contract::env::{
+    COMPONENT as ENV_COMPONENT, CONFIG_FILE as ENV_CONFIG_FILE, DATABASE_URL as ENV_DATABASE_URL,
+    LISTEN_ADDR as ENV_LISTEN_ADDR, OTEL_SERVICE_NAME as ENV_OTEL_SERVICE_NAME, POD_NAME as ENV_POD_NAME,
+    POD_NAMESPACE as ENV_POD_NAMESPACE, REDIS_URL as ENV_REDIS_URL, TENANT as ENV_TENANT,
+};
+pub use saaschat_contract::paths::DEFAULT_CONFIG_FILE;
 
-pub const DEFAULT_CONFIG_FILE: &str = "/etc/saaschat/tenant.json";
-pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
-
-/// The saaschat services (the values of `SAASCHAT_COMPONENT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Component {
-    Auth,
-    Chat,
-    Billing,
-    EmailWorker,
-}
-
-impl Component {
-    pub const ALL: [Component; 4] = [Component::Auth, Component::Chat, Component::Billing, Component::EmailWorker];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Component::Auth => "auth",
-            Component::Chat => "chat",
-            Component::Billing => "billing",
-            Component::EmailWorker => "email-worker",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Component> {
-        Component::ALL.into_iter().find(|component| component.name() == name)
-    }
-
-    /// Whether the operator gives this component a `DATABASE_URL` (the email worker only reads a Redis stream).
-    pub fn uses_database(self) -> bool {
-        self != Component::EmailWorker
-    }
-}
-
-impl fmt::Display for Component {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.name())
-    }
+/// `0.0.0.0` on the contract's HTTP port.
+pub fn default_listen_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], saaschat_contract::ports::HTTP))
 }
 
 /// One setting that is missing or bad.
@@ -148,9 +111,9 @@ impl Settings {
                 None
             }
             Some(name) => {
-                let component = Component::from_name(&name);
+                let component = Component::service_named(&name);
                 if component.is_none() {
-                    let known = Component::ALL.map(Component::name).join(", ");
+                    let known = Component::SERVICES.map(Component::name).join(", ");
                     errors.push(SettingError::Invalid {
                         name: ENV_COMPONENT,
                         reason: format!("{name:?} is not one of {known}"),
@@ -160,16 +123,18 @@ impl Settings {
             }
         };
         let config_file = PathBuf::from(get(ENV_CONFIG_FILE).unwrap_or_else(|| DEFAULT_CONFIG_FILE.into()));
-        let listen_text = get(ENV_LISTEN_ADDR).unwrap_or_else(|| DEFAULT_LISTEN_ADDR.into());
-        let listen_addr = match listen_text.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                errors.push(SettingError::Invalid {
-                    name: ENV_LISTEN_ADDR,
-                    reason: format!("{listen_text:?} is not an address and port such as 0.0.0.0:8080"),
-                });
-                None
-            }
+        let listen_addr = match get(ENV_LISTEN_ADDR) {
+            None => Some(default_listen_addr()),
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    errors.push(SettingError::Invalid {
+                        name: ENV_LISTEN_ADDR,
+                        reason: format!("{text:?} is not an address and port such as 0.0.0.0:8080"),
+                    });
+                    None
+                }
+            },
         };
         let database_url = match get(ENV_DATABASE_URL) {
             Some(url) => match check_url(&url, &["postgres", "postgresql"]) {
@@ -208,7 +173,7 @@ impl Settings {
                 listen_addr,
                 database_url,
                 redis_url,
-                otel_service_name: get(ENV_OTEL_SERVICE_NAME).unwrap_or_else(|| format!("saaschat-{component}")),
+                otel_service_name: get(ENV_OTEL_SERVICE_NAME).unwrap_or_else(|| component.telemetry_name()),
                 pod_name: get(ENV_POD_NAME),
                 pod_namespace: get(ENV_POD_NAMESPACE),
             }),
@@ -572,13 +537,5 @@ mod tests {
         let missing = dir.path().join("missing.json");
         let message = TenantConfig::load(&missing).expect_err("missing").to_string();
         assert!(message.starts_with(&format!("cannot read the tenant configuration {}: ", missing.display())));
-    }
-
-    #[test]
-    fn components_round_trip_their_names() {
-        for component in Component::ALL {
-            assert_eq!(Component::from_name(component.name()), Some(component));
-        }
-        assert!(!Component::EmailWorker.uses_database());
     }
 }

@@ -1,16 +1,16 @@
 //! The HTTP API. Every route is declared once, with its OpenAPI description beside the handler, and the router
-//! and `/openapi.json` are both generated from that one declaration so they cannot disagree.
+//! and the published document (`/v1/auth/openapi.json`) are both generated from that one declaration so they
+//! cannot disagree; the platform checks the document against the public route table before the service starts.
 
 pub mod account;
 pub mod keys;
 pub mod users;
 
-use std::sync::Arc;
-
 use axum::Router;
-use axum::routing::get;
 use saaschat_platform::Problem;
 use saaschat_platform::auth::Authenticated;
+use saaschat_platform::config::Component;
+use saaschat_platform::http::openapi::{self, DocumentError};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -43,8 +43,8 @@ pub fn caller_id(caller: &Authenticated) -> ApiResult<Uuid> {
 }
 
 /// The API routes (without the platform's `/healthz`, `/readyz`, `/metrics`) and their OpenAPI document,
-/// served at `/openapi.json`.
-pub fn api(state: AppState) -> Router {
+/// served where the contract says; refused if the public route table would send a route elsewhere.
+pub fn api(state: AppState) -> Result<Router, DocumentError> {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(account::sign_up))
         .routes(routes!(account::verify_email))
@@ -66,6 +66,5 @@ pub fn api(state: AppState) -> Router {
         .routes(routes!(keys::jwks))
         .with_state(state)
         .split_for_parts();
-    let document = Arc::new(document);
-    router.route("/openapi.json", get(move || async move { axum::Json(Arc::clone(&document)) }))
+    openapi::publish(router, Component::Auth, document)
 }

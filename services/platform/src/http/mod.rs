@@ -15,6 +15,7 @@
 
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod shutdown;
 pub mod trace;
 
