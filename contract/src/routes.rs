@@ -65,7 +65,7 @@ impl Route {
 }
 
 /// Every public route. `/` sends whatever no other route claims to chat, which serves the web UI.
-pub const PUBLIC: [Route; 11] = [
+pub const PUBLIC: [Route; 12] = [
     // Accounts, sessions, passwords, invitations, and auth's OpenAPI document.
     Route::prefix("/v1/auth", Component::Auth),
     Route::prefix("/v1/users", Component::Auth),
@@ -74,6 +74,8 @@ pub const PUBLIC: [Route; 11] = [
     // Checkout, portal, subscription, Stripe's webhooks, and billing's OpenAPI document.
     Route::prefix("/v1/billing", Component::Billing),
     Route::prefix("/v1/conversations", Component::Chat),
+    // Token usage of the caller and, for owners and admins, of the team.
+    Route::prefix("/v1/usage", Component::Chat),
     // The OpenAI-compatible API: /v1/chat/completions and /v1/models.
     Route::prefix("/v1/chat", Component::Chat),
     Route::prefix("/v1/models", Component::Chat),
@@ -181,6 +183,7 @@ mod tests {
             ("/v1/billing/openapi.json", Component::Billing),
             ("/v1/chat/completions", Component::Chat),
             ("/v1/models", Component::Chat),
+            ("/v1/usage/team", Component::Chat),
             ("/v1/conversations/{id}/messages", Component::Chat),
             ("/v1/ws", Component::Chat),
             ("/v1/openapi.json", Component::Chat),
