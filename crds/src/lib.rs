@@ -4,6 +4,7 @@
 //! `cargo run -p saaschat-crds --bin crdgen` and a test fails when they are stale.
 
 mod common;
+pub mod endpoint;
 mod provider;
 mod subscription;
 mod tenant;
@@ -27,7 +28,28 @@ pub const GROUP: &str = "saaschat.io";
 
 /// Every CRD of the API, in the order they should be installed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![AIProvider::crd(), ChatTenant::crd(), Subscription::crd()]
+    vec![AIProvider::crd(), ChatTenant::crd(), Subscription::crd()].into_iter().map(with_metadata_name).collect()
+}
+
+/// Declares `metadata.name` in the schema, so that the rules on the name can point at it (`fieldPath`) and the
+/// API server names the field in their messages instead of `<nil>`.
+fn with_metadata_name(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
+        let name = JSONSchemaProps {
+            type_: Some("string".into()),
+            description: Some("Name of the object; the rules on it are listed with the kind.".into()),
+            ..JSONSchemaProps::default()
+        };
+        let metadata = JSONSchemaProps {
+            type_: Some("object".into()),
+            properties: Some(std::collections::BTreeMap::from([("name".to_string(), name)])),
+            ..JSONSchemaProps::default()
+        };
+        schema.properties.get_or_insert_with(Default::default).insert("metadata".into(), metadata);
+    }
+    crd
 }
 
 /// The manifest file name of a CRD (`chattenants.saaschat.io.yaml`).

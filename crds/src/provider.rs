@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, MODEL_NAME_PATTERN, SecretKeyRef};
+use crate::endpoint::{self, BASE_URL_PATTERN};
 
 /// An AI provider account: its wire protocol, endpoint, API key and the models (with prices) offered to tenants.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -23,12 +24,17 @@ use crate::common::{Condition, MODEL_NAME_PATTERN, SecretKeyRef};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = kube::core::Rule::new("self.metadata.name.size() <= 63").message("an AIProvider name is at most 63 characters"),
-    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("an AIProvider name must be a DNS-1123 label: lowercase letters, digits and '-'"),
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 63").message("an AIProvider name is at most 63 characters").field_path(".metadata.name"),
+    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("an AIProvider name must be a DNS-1123 label: lowercase letters, digits and '-'").field_path(".metadata.name"),
 )]
 #[x_kube(
     validation = kube::core::Rule::new("self.type != 'openaiCompatible' || has(self.baseUrl)").message("baseUrl is required when type is openaiCompatible").field_path(".baseUrl").reason(kube::core::Reason::FieldValueRequired),
     validation = kube::core::Rule::new("!has(self.baseUrl) || self.baseUrl.startsWith('https://') || self.allowInsecure").message("baseUrl must use https unless allowInsecure is true (for in-cluster endpoints)").field_path(".baseUrl"),
+    validation = kube::core::Rule::new(endpoint::numeric_host_rule()).message("baseUrl: a host whose last label is a number is an IPv4 address and must be written as four decimal numbers (a.b.c.d)").field_path(".baseUrl"),
+    validation = kube::core::Rule::new(endpoint::ipv6_literal_rule()).message("baseUrl: the bracketed host is not a usable IPv6 address (IPv4-mapped addresses are refused: write the IPv4 address)").field_path(".baseUrl"),
+    validation = kube::core::Rule::new(endpoint::forbidden_range_rule()).message("baseUrl: the host is a loopback, unspecified, link-local, multicast or cloud metadata address, or an IPv6 form that embeds an IPv4 address").field_path(".baseUrl"),
+    validation = kube::core::Rule::new(endpoint::forbidden_host_rule()).message("baseUrl: the host is localhost, a cloud metadata service or the cluster's API server").field_path(".baseUrl"),
+    validation = kube::core::Rule::new(endpoint::insecure_in_cluster_rule()).message("allowInsecure is only for endpoints inside the cluster: the baseUrl host must be <service>.<namespace>.svc (optionally followed by the cluster domain)").field_path(".allowInsecure"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AIProviderSpec {
@@ -36,12 +42,15 @@ pub struct AIProviderSpec {
     #[serde(rename = "type")]
     pub provider_type: ProviderType,
     /// Base URL of the API, for example `https://api.openai.com/v1`. Required for `openaiCompatible`;
-    /// defaults to the vendor's public endpoint for the other types.
+    /// defaults to the vendor's public endpoint for the other types. The host is a lower-case DNS name or a
+    /// bracketed IPv6 address (an IPv4 address as four decimal numbers); no user info, query or fragment.
+    /// Loopback, link-local, unspecified and cloud metadata addresses and host names, and the cluster's API
+    /// server, are refused; the chat service refuses them again whatever DNS answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://[^\s/?#]+[^\s?#]*$"))]
+    #[schemars(length(min = 8, max = 2048), regex(pattern = BASE_URL_PATTERN))]
     pub base_url: Option<String>,
-    /// Allow an `http://` base URL. Only for endpoints inside the cluster (vLLM, Ollama, llama.cpp):
-    /// the API key then travels unencrypted.
+    /// Allow an `http://` base URL. Only for endpoints inside the cluster (vLLM, Ollama, llama.cpp), whose
+    /// host must be `<service>.<namespace>.svc`: the API key then travels unencrypted.
     #[serde(default)]
     pub allow_insecure: bool,
     /// The Secret key that holds the provider's API key. Keys for self-hosted endpoints that need none may

@@ -30,7 +30,7 @@ pub const SUBSCRIPTION_NAME: &str = "default";
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Period End","type":"date","jsonPath":".status.currentPeriodEnd"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = kube::core::Rule::new("self.metadata.name == 'default'").message("a tenant has exactly one Subscription and it is named 'default'"),
+    validation = kube::core::Rule::new("self.metadata.name == 'default'").message("a tenant has exactly one Subscription and it is named 'default'").field_path(".metadata.name"),
 )]
 #[x_kube(
     validation = kube::core::Rule::new("self.plan != 'custom' || has(self.limits)").message("a custom plan requires limits").field_path(".limits").reason(kube::core::Reason::FieldValueRequired),

@@ -33,8 +33,8 @@ pub const MAX_TENANT_NAME_LENGTH: usize = 56;
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Namespace","type":"string","priority":1,"jsonPath":".status.namespace"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = kube::core::Rule::new("self.metadata.name.size() <= 56").message("a ChatTenant name is at most 56 characters, so that tenant-<name> is a valid namespace"),
-    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a ChatTenant name must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit"),
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 56").message("a ChatTenant name is at most 56 characters, so that tenant-<name> is a valid namespace").field_path(".metadata.name"),
+    validation = kube::core::Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a ChatTenant name must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit").field_path(".metadata.name"),
 )]
 #[x_kube(
     validation = kube::core::Rule::new("self.providers.exists(p, p.models.exists(m, m == self.defaultModel))").message("defaultModel must be one of the models allowed in providers[].models").field_path(".defaultModel"),
@@ -45,10 +45,16 @@ pub struct ChatTenantSpec {
     /// Name shown to the tenant's users.
     #[schemars(length(min = 1, max = 128))]
     pub display_name: String,
-    /// Namespace the tenant lives in. Defaults to `tenant-<name>`; cannot be changed after creation.
+    /// Namespace the tenant lives in. Defaults to `tenant-<name>`; cannot be changed after creation. The
+    /// operator creates it, or takes it over only when it already belongs to this tenant or was prepared for
+    /// it (labelled `saaschat.io/tenant: <name>`); any other existing namespace is refused with the condition
+    /// `NamespaceConflict` and left untouched. `default`, `kube-*` and the operator's own namespace are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
-    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("namespace cannot be changed after creation"))]
+    #[x_kube(
+        validation = kube::core::Rule::new("self == oldSelf").message("namespace cannot be changed after creation"),
+        validation = kube::core::Rule::new("self != 'default' && !self.startsWith('kube-')").message("namespace cannot be default or a kube-* system namespace"),
+    )]
     pub namespace: Option<String>,
     /// AIProviders the tenant may use, with the models allowed from each.
     #[schemars(length(min = 1, max = 16))]
@@ -57,8 +63,9 @@ pub struct ChatTenantSpec {
     /// The model used when a request names none. Must be listed in `providers[].models`.
     #[schemars(length(min = 1, max = 128), regex(pattern = MODEL_NAME_PATTERN))]
     pub default_model: String,
-    /// The plan of the Subscription the operator creates when the tenant has none. Later plan changes
-    /// are made on the Subscription.
+    /// The plan of the Subscription the operator creates when the tenant has none. Once the Subscription
+    /// exists it decides: change the plan there (or through billing); a different value here is reported by
+    /// the condition `PlanSpecIgnored`.
     #[serde(default)]
     pub plan: PlanName,
     /// Replicas, resources and images of the four services.
@@ -131,7 +138,7 @@ impl Default for Components {
 
 /// Scaling, resources and image of one service.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[x_kube(validation = kube::core::Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not be greater than maxReplicas"))]
+#[x_kube(validation = kube::core::Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not be greater than maxReplicas").field_path(".minReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentSpec {
     /// Fewest replicas the autoscaler keeps.
@@ -181,8 +188,17 @@ impl ComponentSpec {
     }
 }
 
-/// CPU and memory for one container, as Kubernetes quantities.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// CPU and memory for one container, as Kubernetes quantities. Requests may not exceed limits, and both stay
+/// within what one node can give: CPU from 1m to 64 cores, memory from 16Mi to 256Gi.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(
+    validation = kube::core::Rule::new("!has(self.cpuLimit) || quantity(self.cpuRequest).compareTo(quantity(self.cpuLimit)) <= 0").message("cpuRequest must not exceed cpuLimit").field_path(".cpuRequest"),
+    validation = kube::core::Rule::new("quantity(self.memoryRequest).compareTo(quantity(self.memoryLimit)) <= 0").message("memoryRequest must not exceed memoryLimit").field_path(".memoryRequest"),
+    validation = kube::core::Rule::new("quantity(self.cpuRequest).compareTo(quantity('1m')) >= 0 && quantity(self.cpuRequest).compareTo(quantity('64')) <= 0").message("cpuRequest must be between 1m and 64").field_path(".cpuRequest"),
+    validation = kube::core::Rule::new("!has(self.cpuLimit) || (quantity(self.cpuLimit).compareTo(quantity('1m')) >= 0 && quantity(self.cpuLimit).compareTo(quantity('64')) <= 0)").message("cpuLimit must be between 1m and 64").field_path(".cpuLimit"),
+    validation = kube::core::Rule::new("quantity(self.memoryRequest).compareTo(quantity('16Mi')) >= 0 && quantity(self.memoryRequest).compareTo(quantity('256Gi')) <= 0").message("memoryRequest must be between 16Mi and 256Gi").field_path(".memoryRequest"),
+    validation = kube::core::Rule::new("quantity(self.memoryLimit).compareTo(quantity('16Mi')) >= 0 && quantity(self.memoryLimit).compareTo(quantity('256Gi')) <= 0").message("memoryLimit must be between 16Mi and 256Gi").field_path(".memoryLimit"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     /// CPU request, for example `100m`.
@@ -221,7 +237,9 @@ pub struct DatabaseSpec {
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("storage cannot be changed after creation; resize the PersistentVolumeClaim instead"))]
     pub storage: Option<Storage>,
     /// For `External`: the Secret key that holds the PostgreSQL connection URL
-    /// (`postgres://user:password@host:5432/db?sslmode=require`).
+    /// (`postgres://user:password@host:5432/db?sslmode=require`). The schema cannot see inside a Secret: the
+    /// operator checks the URL and reports one that is not `postgres://` or `postgresql://` with the reason
+    /// `InvalidExternalDatabase`, without copying it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_secret_ref: Option<SecretKeyRef>,
 }
@@ -242,7 +260,8 @@ pub struct RedisSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("storage cannot be changed after creation; resize the PersistentVolumeClaim instead"))]
     pub storage: Option<Storage>,
-    /// For `External`: the Secret key that holds the Redis URL (`rediss://:password@host:6379/0`).
+    /// For `External`: the Secret key that holds the Redis URL (`rediss://:password@host:6379/0`); one that is
+    /// not `redis://` or `rediss://` is reported with the reason `InvalidExternalRedis`, without copying it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_secret_ref: Option<SecretKeyRef>,
 }
@@ -256,10 +275,11 @@ pub enum DataStoreMode {
 }
 
 /// Persistent storage of a managed data store.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = kube::core::Rule::new("!has(self.size) || (quantity(self.size).compareTo(quantity('64Mi')) >= 0 && quantity(self.size).compareTo(quantity('64Ti')) <= 0)").message("size must be between 64Mi and 64Ti").field_path(".size"))]
 #[serde(rename_all = "camelCase")]
 pub struct Storage {
-    /// Size of the volume. Defaults to 15Gi for PostgreSQL and 1Gi for Redis.
+    /// Size of the volume, from 64Mi to 64Ti. Defaults to 15Gi for PostgreSQL and 1Gi for Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), regex(pattern = r"^[1-9][0-9]{0,5}(Mi|Gi|Ti)$"))]
     pub size: Option<String>,
@@ -270,10 +290,11 @@ pub struct Storage {
 }
 
 /// Public HTTP access through an Ingress.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
-    /// Host name users reach the tenant at, for example `acme.chat.example.com`.
+    /// Host name users reach the tenant at, for example `acme.chat.example.com`. A host belongs to one tenant:
+    /// the tenant that claimed it first keeps it, a later claim gets the reason `IngressHostConflict`.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub host: String,
     /// IngressClass; the cluster default when unset.
@@ -283,9 +304,12 @@ pub struct IngressSpec {
     /// TLS. Without it the tenant is served over plain HTTP, which only suits development.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<IngressTls>,
-    /// Extra annotations for the Ingress controller (for example timeouts for long streams).
+    /// Extra annotations for the Ingress controller (for example timeouts for long streams). Only those the
+    /// platform allows in the operator's settings are applied (none by default); the others are reported with
+    /// the reason `IngressAnnotationsRefused`. Configuration snippets are refused here already.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(key, !key.lowerAscii().contains('snippet'))").message("annotations cannot carry controller snippets (*-snippet): they inject configuration into the ingress controller"))]
     pub annotations: BTreeMap<String, String>,
 }
 
