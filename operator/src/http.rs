@@ -17,8 +17,11 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct Health {
     pub metrics: Arc<Metrics>,
-    /// Set once the controllers run (the leader) or the replica stands by (a follower).
-    pub ready: Arc<AtomicBool>,
+    /// Set once the controllers run.
+    pub leading: Arc<AtomicBool>,
+    /// With leader election: whether the replica takes part in it (has had an answer about the Lease within a
+    /// lease duration). A replica that cannot lead, because it cannot reach the Lease, is not ready.
+    pub participating: Arc<OnceLock<Arc<AtomicBool>>>,
     pub tenants: Arc<OnceLock<Store<ChatTenant>>>,
 }
 
@@ -44,9 +47,10 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
-    if health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    match health.participating.get() {
+        Some(participating) if participating.load(Ordering::Relaxed) => (StatusCode::OK, "ready"),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "cannot take part in the leader election"),
+        None if health.leading.load(Ordering::Relaxed) => (StatusCode::OK, "ready"),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
     }
 }

@@ -10,18 +10,26 @@
 //!
 //! A kubeconfig with a proxy or an exec credential plugin (which may hand out client certificates that expire)
 //! gets kube's own client, which handles both.
+//!
+//! Either way every request passes the leader election's [`WriteFence`] first: a request that is not a read
+//! fails at once, before it leaves the process, unless this replica surely holds the Lease.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_rustls::FixedServerNameResolver;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use kube::client::ConfigExt;
 use kube::client::retry::RetryPolicy;
+use kube::client::{ClientBuilder, ConfigExt};
 use kube::{Client, Config};
-use tower::ServiceBuilder;
 use tower::retry::RetryLayer;
+use tower::{BoxError, Layer, Service, ServiceBuilder};
+
+use crate::leader::WriteFence;
 
 /// How often an idle connection is pinged, and how long an answer may take (client-go's values).
 const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -46,10 +54,10 @@ impl Transport {
     }
 }
 
-/// Builds the client for `config`.
-pub fn client(config: Config) -> Result<Client, kube::Error> {
+/// Builds the client for `config`, whose writes pass `fence`.
+pub fn client(config: Config, fence: WriteFence) -> Result<Client, kube::Error> {
     if Transport::for_config(&config) == Transport::KubeDefault {
-        return Client::try_from(config);
+        return Ok(ClientBuilder::try_from(config)?.with_layer(&FenceLayer(fence)).build());
     }
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -74,6 +82,7 @@ pub fn client(config: Config) -> Result<Client, kube::Error> {
         .http2_keep_alive_while_idle(true)
         .build(connector);
     let service = ServiceBuilder::new()
+        .layer(FenceLayer(fence))
         .layer(config.base_uri_layer())
         .option_layer(config.default_retry.then(|| RetryLayer::new(RetryPolicy::server_retry())))
         .option_layer(config.auth_layer()?)
@@ -81,6 +90,54 @@ pub fn client(config: Config) -> Result<Client, kube::Error> {
         .map_err(tower::BoxError::from)
         .service(hyper);
     Ok(Client::new(service, config.default_namespace))
+}
+
+/// Refuses writes while the [`WriteFence`] is closed.
+#[derive(Clone)]
+struct FenceLayer(WriteFence);
+
+impl<S> Layer<S> for FenceLayer {
+    type Service = Fenced<S>;
+
+    fn layer(&self, inner: S) -> Fenced<S> {
+        Fenced { inner, fence: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+struct Fenced<S> {
+    inner: S,
+    fence: WriteFence,
+}
+
+/// Refused because this replica may not write now.
+#[derive(Debug, thiserror::Error)]
+#[error("not the leader: this replica may not write to the API server now")]
+pub struct NotLeader;
+
+impl<S, B> Service<http::Request<B>> for Fenced<S>
+where
+    S: Service<http::Request<B>>,
+    S::Response: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let reads = matches!(*request.method(), http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
+        if !reads && !self.fence.allows_writes() {
+            return Box::pin(std::future::ready(Err(BoxError::from(NotLeader))));
+        }
+        let response = self.inner.call(request);
+        Box::pin(async move { response.await.map_err(Into::into) })
+    }
 }
 
 #[cfg(test)]
@@ -169,7 +226,7 @@ mod tests {
         let (port, ca, connections, versions) = version_server(0).await;
         let mut config = Config::new(format!("https://localhost:{port}").parse().expect("url"));
         config.root_cert = Some(vec![ca]);
-        let client = client(config).expect("client");
+        let client = client(config, WriteFence::unfenced()).expect("client");
         // Which protocol a connection speaks is known once it is up (ALPN): requests sent before that each open
         // one, as at the operator's start. Later ones share it.
         assert_eq!(client.apiserver_version().await.expect("the version").git_version, "v1.36.3");
@@ -188,8 +245,22 @@ mod tests {
         let (port, ca, _, versions) = version_server(2).await;
         let mut config = Config::new(format!("https://localhost:{port}").parse().expect("url"));
         config.root_cert = Some(vec![ca]);
-        let answer = client(config).expect("client").apiserver_version().await;
+        let answer = client(config, WriteFence::unfenced()).expect("client").apiserver_version().await;
         assert_eq!(answer.expect("the version after two 429s").git_version, "v1.36.3");
         assert_eq!(versions.lock().expect("lock").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_closed_fence_stops_writes_before_they_leave_and_lets_reads_pass() {
+        let (port, ca, _, versions) = version_server(0).await;
+        let mut config = Config::new(format!("https://localhost:{port}").parse().expect("url"));
+        config.root_cert = Some(vec![ca]);
+        let client = client(config, WriteFence::closed()).expect("client");
+        assert_eq!(client.apiserver_version().await.expect("a read").git_version, "v1.36.3");
+        let configmaps = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, "default");
+        let write = configmaps.create(&Default::default(), &Default::default()).await;
+        let error = write.expect_err("no write without the Lease");
+        assert!(format!("{error:?}").contains("NotLeader"), "{error:?}");
+        assert_eq!(versions.lock().expect("lock").len(), 1, "only the read reached the server");
     }
 }

@@ -14,7 +14,7 @@ use kube::Config;
 use kube::runtime::events::{Recorder, Reporter};
 use saaschat_operator::backoff::Backoff;
 use saaschat_operator::http::{Health, router};
-use saaschat_operator::leader::Leadership;
+use saaschat_operator::leader::{Leadership, WriteFence};
 use saaschat_operator::metrics::Metrics;
 use saaschat_operator::settings::Settings;
 use saaschat_operator::{kube_client, provider, render, tenant};
@@ -129,8 +129,15 @@ async fn termination() {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = Config::infer().await.context("reading the Kubernetes client configuration")?;
-    let client = kube_client::client(config).context("connecting to the Kubernetes API")?;
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("saaschat-operator-{}", std::process::id()));
+    let mut config = Config::infer().await.context("reading the Kubernetes client configuration")?;
+    // The replica's name in the API server's audit log.
+    let agent = format!("saaschat-operator/{} ({identity})", env!("CARGO_PKG_VERSION"));
+    let agent = http::HeaderValue::from_str(&agent).context("POD_NAME must be a valid header value")?;
+    config.headers.push((http::header::USER_AGENT, agent));
+    // Every write of the controllers passes the fence, open only while this replica surely leads.
+    let fence = if args.leader_election { WriteFence::closed() } else { WriteFence::unfenced() };
+    let client = kube_client::client(config.clone(), fence.clone()).context("connecting to the Kubernetes API")?;
     // Fails early with a clear error if the API server cannot be reached, and opens the connection that the
     // watches started next then share (HTTP/2 is known only once a connection is up).
     let version = client.apiserver_version().await.context("reaching the Kubernetes API server")?;
@@ -138,7 +145,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let health = Health {
         metrics: metrics.clone(),
-        ready: Arc::new(AtomicBool::new(false)),
+        leading: Arc::new(AtomicBool::new(false)),
+        participating: Arc::new(OnceLock::new()),
         tenants: Arc::new(OnceLock::new()),
     };
     let listener =
@@ -159,31 +167,40 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_on_signal.send(true);
     });
     let lost_leadership = Arc::new(AtomicBool::new(false));
+    let mut leadership = None;
     if args.leader_election {
-        let identity =
-            std::env::var("POD_NAME").unwrap_or_else(|_| format!("saaschat-operator-{}", std::process::id()));
-        let mut leadership =
-            Leadership::start(client.clone(), &args.settings.secret_namespace, &args.lease_name, &identity)
-                .await
-                .context("starting leader election")?;
-        health.ready.store(true, Ordering::Relaxed);
+        // The election's own client does not pass the fence: it is what opens it.
+        let election_client =
+            kube_client::client(config, WriteFence::unfenced()).context("connecting to the Kubernetes API")?;
+        let mut election = Leadership::start(
+            election_client,
+            &args.settings.secret_namespace,
+            &args.lease_name,
+            &identity,
+            fence.clone(),
+        );
+        health.participating.set(election.participating.clone()).ok();
         tracing::info!(%identity, "waiting for leadership");
         let mut waiting = stopped.clone();
         tokio::select! {
-            acquired = leadership.acquired() => acquired.context("leader election")?,
-            _ = waiting.wait_for(|stop| *stop) => return Ok(()),
+            acquired = election.acquired() => acquired.context("leader election")?,
+            _ = waiting.wait_for(|stop| *stop) => {
+                election.release().await;
+                return Ok(());
+            }
         }
         tracing::info!(%identity, "became leader");
-        let lost = lost_leadership.clone();
-        let stop_on_loss = stop.clone();
+        let (lost, stop_on_loss) = (lost_leadership.clone(), stop.clone());
+        let loss = election.lost();
         tokio::spawn(async move {
-            leadership.lost().await;
+            let reason = loss.await;
             lost.store(true, Ordering::Relaxed);
-            tracing::warn!("lost leadership, stopping");
+            tracing::warn!(?reason, "lost leadership: no more writes, stopping");
             let _ = stop_on_loss.send(true);
         });
+        leadership = Some(election);
     }
-    health.ready.store(true, Ordering::Relaxed);
+    health.leading.store(true, Ordering::Relaxed);
 
     let shutdown = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
@@ -211,6 +228,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             shutdown(stopped.clone()),
         ),
     );
+    if let Some(election) = leadership {
+        // The controllers have stopped writing: hand the Lease to a standby at once.
+        election.release().await;
+    }
     if lost_leadership.load(Ordering::Relaxed) {
         anyhow::bail!("lost the leader lease");
     }
