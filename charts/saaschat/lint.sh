@@ -61,14 +61,25 @@ trap 'rm -f "$rendered"; rm -rf "${staging:-}"' EXIT
 step "helm template t charts/saaschat -n saaschat-system"
 "$helm" template t charts/saaschat -n saaschat-system > "$rendered"
 count() { grep -c "^kind: $1\$" "$rendered" || true; }
-for kind in ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Deployment PodDisruptionBudget Service; do
+for kind in ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Deployment PodDisruptionBudget Service \
+  ValidatingAdmissionPolicy ValidatingAdmissionPolicyBinding; do
   n=$(count "$kind")
   [ "$n" -ge 1 ] || fail "no $kind rendered"
   echo "  $kind: $n"
 done
 [ "$(count Namespace)" -eq 0 ] || fail "the chart must not create a Namespace"
 [ "$(count ServiceMonitor)" -eq 0 ] || fail "ServiceMonitor rendered although serviceMonitor.enabled is false"
-[ "$(count ClusterRole)" -eq "$(count ClusterRoleBinding)" ] || fail "a ClusterRole has no ClusterRoleBinding"
+# saaschat-operator-tenant is bound by the operator itself, in each tenant namespace, never cluster-wide.
+[ "$(count ClusterRole)" -eq "$(( $(count ClusterRoleBinding) + 1 ))" ] || fail "a ClusterRole has no ClusterRoleBinding"
+! grep -q '^  name: saaschat-operator-tenant$' <(grep -A3 '^kind: ClusterRoleBinding$' "$rendered") \
+  || fail "saaschat-operator-tenant must not be bound cluster-wide"
+for policy in saaschat-tenant-namespace saaschat-tenant-secret-references saaschat-provider-secret-references \
+  saaschat-namespace-proof saaschat-operator-namespaces saaschat-operator-tenant-objects saaschat-operator-bindings; do
+  grep -q "^  name: $policy\$" "$rendered" || fail "admission policy $policy not rendered"
+done
+[ "$(count ValidatingAdmissionPolicy)" -eq "$(count ValidatingAdmissionPolicyBinding)" ] || fail "a policy has no binding"
+! grep -q PROTECTED_NAMESPACES "$rendered" || fail "placeholder PROTECTED_NAMESPACES left in the admission policies"
+grep -qF "saaschat-system''] + [\"ingress-nginx\"" "$rendered" || fail "protected namespaces not rendered into the policy"
 [ "$(count Role)" -eq "$(count RoleBinding)" ] || fail "a Role has no RoleBinding"
 ! grep -qw SECRET_NAMESPACE "$rendered" || fail "placeholder SECRET_NAMESPACE left in the RBAC"
 grep -q 'fieldPath: metadata.namespace' "$rendered" || fail "SAASCHAT_SECRET_NAMESPACE is not the pod namespace"

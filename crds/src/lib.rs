@@ -57,6 +57,31 @@ pub fn manifest_file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or_default())
 }
 
+/// The admission policies that guard the API and the operator (ValidatingAdmissionPolicies and their bindings),
+/// as the chart ships them, rendered for an operator running in `secret_namespace` with `protected` namespaces
+/// reserved besides it.
+pub fn admission_policies(secret_namespace: &str, protected: &[&str]) -> String {
+    let protected: Vec<String> = protected.iter().map(|name| format!("{name:?}")).collect();
+    ADMISSION_POLICIES
+        .replace("SECRET_NAMESPACE", secret_namespace)
+        .replace("PROTECTED_NAMESPACES", &format!("[{}]", protected.join(",")))
+}
+
+/// The chart's file (the one definition of the policies), with its placeholders.
+const ADMISSION_POLICIES: &str = include_str!("../../charts/saaschat/files/admission-policies.yaml");
+
+/// Where the policies are checked in rendered for the default namespace, for installs without the chart.
+pub const ADMISSION_POLICIES_FILE: &str = "admission-policies.yaml";
+
+/// The checked-in rendering: for `saaschat-system`, no namespace protected besides it.
+pub fn default_admission_policies() -> String {
+    format!(
+        "# Generated from charts/saaschat/files/admission-policies.yaml by `cargo run -p saaschat-crds --bin crdgen`,\n\
+         # for an operator in saaschat-system. The Helm chart installs the same; apply this file only without it.\n{}",
+        admission_policies("saaschat-system", &[])
+    )
+}
+
 /// A CRD rendered as the YAML document that is checked in.
 pub fn manifest_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
     Ok(format!(

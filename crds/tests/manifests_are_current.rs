@@ -16,6 +16,18 @@ fn checked_in_manifests_match_the_types() {
 }
 
 #[test]
+fn checked_in_admission_policies_match_the_chart() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(saaschat_crds::ADMISSION_POLICIES_FILE);
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == saaschat_crds::default_admission_policies(),
+        "{} is stale: run `cargo run -p saaschat-crds --bin crdgen` and commit the result",
+        path.display()
+    );
+    assert!(!checked_in.contains("SECRET_NAMESPACE") && !checked_in.contains("PROTECTED_NAMESPACES"));
+}
+
+#[test]
 fn every_crd_is_in_the_saaschat_category_with_a_status_subresource() {
     for crd in saaschat_crds::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();

@@ -18,9 +18,12 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
+use rustix::process::{Pid, Signal, kill_process};
 
 pub const SECRET_NAMESPACE: &str = "saaschat-system";
 pub const OPERATOR_USER: &str = "system:serviceaccount:saaschat-system:saaschat-operator";
+/// A namespace the installed admission policies reserve (as a platform's `protectedNamespaces` would).
+pub const PROTECTED_NAMESPACE: &str = "platform-reserved";
 const MANAGER: &str = "saaschat-e2e";
 
 /// The repository root.
@@ -78,7 +81,8 @@ pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> 
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Installs the CRDs, the secret namespace and the operator's RBAC (idempotent, server-side apply).
+/// Installs the CRDs, the secret namespace, the operator's RBAC and the admission policies (idempotent,
+/// server-side apply), each from the file the chart ships.
 pub async fn install(client: &Client) -> anyhow::Result<()> {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     let params = PatchParams::apply(MANAGER).force();
@@ -120,6 +124,8 @@ subjects: [{{kind: ServiceAccount, name: saaschat-operator, namespace: {SECRET_N
 "#
     );
     kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&format!("{rbac}\n---\n{bindings}")))?;
+    let policies = saaschat_crds::admission_policies(SECRET_NAMESPACE, &[PROTECTED_NAMESPACE]);
+    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&policies))?;
     Ok(())
 }
 
@@ -169,7 +175,7 @@ fn operator_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// One operator process, killed when dropped.
+/// One operator process, stopped (SIGTERM) when dropped.
 pub struct Operator {
     child: Child,
     pub port: u16,
@@ -228,6 +234,41 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// Stops the process as Kubernetes does (SIGTERM): it finishes its reconciles and gives up the leader Lease,
+    /// so that the next operator leads at once. Killed if it has not exited after ten seconds.
+    pub fn stop(&mut self) {
+        if self.signal(Signal::TERM).is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill();
+    }
+
+    /// Freezes the process (SIGSTOP), as a node that stops scheduling it or a network partition would.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal(Signal::STOP)
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal(Signal::CONT)
+    }
+
+    /// Whether the process has exited, and with which status.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = Pid::from_raw(i32::try_from(self.child.id())?).context("a process id")?;
+        Ok(kill_process(pid, signal)?)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -243,7 +284,10 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        self.kill();
+        if self.exited().is_none() {
+            let _ = self.resume();
+            self.stop();
+        }
     }
 }
 

@@ -200,8 +200,10 @@ impl OwnedStores {
         }
     }
 
-    /// Objects of one tenant that the operator manages, as found in the stores.
-    pub fn of_tenant(&self, tenant: &str) -> Vec<ObjectKey> {
+    /// Objects of one tenant that the operator manages, as found in the stores: those in the tenant's own
+    /// namespace only. Labels can be written by anyone who may write an object, so a label naming the tenant on
+    /// an object elsewhere proves nothing, and such an object is never the operator's to delete.
+    pub fn of_tenant(&self, tenant: &str, namespace: &str) -> Vec<ObjectKey> {
         let mut keys = Vec::new();
         for (kind, store) in &self.stores {
             keys.extend(keys_of_tenant(*kind, store.state(), tenant));
@@ -212,6 +214,7 @@ impl OwnedStores {
         if let Some(store) = &self.stateful_sets {
             keys.extend(keys_of_tenant(OwnedKind::StatefulSet, store.state(), tenant));
         }
+        keys.retain(|key| key.namespace.as_deref() == Some(namespace));
         keys
     }
 

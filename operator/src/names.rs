@@ -13,11 +13,16 @@ pub const TENANT_FINALIZER: &str = "saaschat.io/tenant-cleanup";
 pub const RECONCILE_ANNOTATION: &str = "saaschat.io/reconcile";
 pub const RECONCILE_PAUSED: &str = "paused";
 
+// The operator sets labels in its own `saaschat.io/` space and these four of `app.kubernetes.io/` only; never
+// `app.kubernetes.io/instance`, which Argo CD tracks its applications by (a value of ours would be reverted on
+// every sync, and the namespace would fight over it).
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
-pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
 pub const LABEL_TENANT: &str = "saaschat.io/tenant";
+/// The proof that a namespace belongs to a tenant: its UID, set by the operator when it creates the namespace
+/// (an admission policy lets no one else set it). A namespace without it is never touched.
+pub const LABEL_TENANT_UID: &str = "saaschat.io/tenant-uid";
 pub const LABEL_COMPONENT: &str = "saaschat.io/component";
 pub const MANAGED_BY: &str = "saaschat-operator";
 
@@ -39,10 +44,14 @@ pub fn tenant_name(tenant: &ChatTenant) -> &str {
 }
 
 /// Strips cached metadata down to what the operator reads of the objects it owns: identity, change markers,
-/// deletion and the tenant label. A label map alone costs about a kilobyte per object in memory.
+/// deletion, the tenant label and (on namespaces) the proof of ownership. A label map alone costs about a
+/// kilobyte per object in memory.
 pub fn keep_only_tenant_label(meta: &mut ObjectMeta) {
-    let tenant = meta.labels.as_mut().and_then(|labels| labels.remove_entry(LABEL_TENANT));
-    meta.labels = tenant.map(|(key, value)| BTreeMap::from([(key, value)]));
+    meta.labels = meta.labels.take().and_then(|mut labels| {
+        let kept: BTreeMap<String, String> =
+            [LABEL_TENANT, LABEL_TENANT_UID].into_iter().filter_map(|key| labels.remove_entry(key)).collect();
+        (!kept.is_empty()).then_some(kept)
+    });
     meta.annotations = None;
     meta.managed_fields = None;
     meta.owner_references = None;
@@ -54,7 +63,6 @@ pub fn labels(tenant: &str, component: Option<Component>) -> BTreeMap<String, St
     let mut labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         (LABEL_PART_OF.to_string(), "saaschat".to_string()),
-        (LABEL_INSTANCE.to_string(), tenant.to_string()),
         (LABEL_TENANT.to_string(), tenant.to_string()),
     ]);
     if let Some(component) = component {
@@ -90,6 +98,10 @@ pub mod secret {
 pub const CONFIG_MAP: &str = "tenant-config";
 /// Role that lets the billing service write its Subscription's status.
 pub const BILLING_ROLE: &str = "billing-subscription-status";
+/// The RoleBinding through which the operator reaches the Secrets of one tenant namespace, and the ClusterRole
+/// it binds (the chart's): the operator holds no Secret permission outside its own namespace and the tenants'.
+pub const OPERATOR_ACCESS: &str = "saaschat-operator";
+pub const OPERATOR_TENANT_ROLE: &str = "saaschat-operator-tenant";
 
 /// Where pods find their configuration and secrets.
 pub mod paths {

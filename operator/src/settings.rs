@@ -12,6 +12,10 @@ pub struct Settings {
     /// Namespace holding the Secrets that AIProviders and ChatTenants reference (normally the operator's own).
     #[arg(long, env = "SAASCHAT_SECRET_NAMESPACE", default_value = "saaschat-system")]
     pub secret_namespace: String,
+    /// Name of the operator's own ServiceAccount, in the secret namespace: each tenant namespace binds it the
+    /// `saaschat-operator-tenant` ClusterRole (access to that namespace's Secrets).
+    #[arg(long, env = "SAASCHAT_OPERATOR_SERVICE_ACCOUNT", default_value = "saaschat-operator")]
+    pub operator_service_account: String,
     /// Registry and repository prefix of the service images: `<registry>/saaschat-<service>:<tag>`.
     #[arg(long, env = "SAASCHAT_IMAGE_REGISTRY", default_value = "ghcr.io/saaschat")]
     pub image_registry: String,
@@ -125,6 +129,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             secret_namespace: "saaschat-system".into(),
+            operator_service_account: "saaschat-operator".into(),
             image_registry: "ghcr.io/saaschat".into(),
             image_tag: env!("CARGO_PKG_VERSION").into(),
             postgres_image: "docker.io/library/postgres:17.6".into(),

@@ -31,7 +31,7 @@ fn the_samples_render_every_object_of_a_tenant() {
     assert_eq!(count("PodDisruptionBudget"), 4);
     assert_eq!(count("Secret"), 4);
     assert!(count("NetworkPolicy") >= 8);
-    // The sample Subscription is on the pro plan: chat may grow to 10 replicas, not the tenant's 20.
+    // The sample tenant is on the pro plan: chat may grow to 10 replicas, not the tenant's 20.
     let chat_hpa = documents
         .iter()
         .find(|d| {

@@ -1,4 +1,5 @@
-//! Writes the CRD manifests generated from the Rust types into a folder (default `crds/manifests`).
+//! Writes the CRD manifests generated from the Rust types into a folder (default `crds/manifests`), and the
+//! chart's admission policies rendered for the default namespace into `crds/admission-policies.yaml`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,5 +20,11 @@ fn main() -> ExitCode {
         }
         println!("{}", path.display());
     }
+    let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(saaschat_crds::ADMISSION_POLICIES_FILE);
+    if let Err(error) = std::fs::write(&policies, saaschat_crds::default_admission_policies()) {
+        eprintln!("crdgen: cannot write {}: {error}", policies.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{}", policies.display());
     ExitCode::SUCCESS
 }

@@ -5,7 +5,7 @@
 mod config_map;
 pub(crate) mod datastores;
 mod ingress;
-mod namespace;
+pub(crate) mod namespace;
 mod network_policy;
 mod rbac;
 mod scaling;
@@ -127,6 +127,7 @@ pub struct DesiredState {
 /// Builds every object of a tenant (ARCHITECTURE §4).
 pub fn desired_state(inputs: &TenantInputs<'_>) -> DesiredState {
     let mut objects = vec![namespace::namespace(inputs)];
+    objects.push(rbac::operator_access(inputs));
     objects.extend(rbac::service_accounts(inputs));
     objects.extend(rbac::billing_role(inputs));
     objects.push(config_map::tenant_config(inputs));

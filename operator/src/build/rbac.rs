@@ -29,6 +29,26 @@ pub fn service_accounts(inputs: &TenantInputs<'_>) -> Vec<DesiredObject> {
         .collect()
 }
 
+/// Binds the chart's `saaschat-operator-tenant` ClusterRole (the tenant Secrets) to the operator in this
+/// namespace only. Applied right after the namespace, before any Secret.
+pub fn operator_access(inputs: &TenantInputs<'_>) -> DesiredObject {
+    let binding = RoleBinding {
+        metadata: inputs.meta(names::OPERATOR_ACCESS, None),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: names::OPERATOR_TENANT_ROLE.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: inputs.settings.operator_service_account.clone(),
+            namespace: Some(inputs.settings.secret_namespace.clone()),
+            ..Subject::default()
+        }]),
+    };
+    DesiredObject::new(OwnedKind::RoleBinding, binding)
+}
+
 /// The components that run pods in this tenant: the four services and the managed data stores.
 pub fn workload_components(inputs: &TenantInputs<'_>) -> Vec<Component> {
     let mut components = Component::SERVICES.to_vec();

@@ -85,7 +85,7 @@ fn a_default_tenant_gets_every_object_of_its_namespace() {
     assert_eq!(names_of(&state, OwnedKind::Service), ["auth", "billing", "chat", "email-worker", "postgres", "redis"]);
     assert_eq!(names_of(&state, OwnedKind::ConfigMap), ["tenant-config"]);
     assert_eq!(names_of(&state, OwnedKind::Role), ["billing-subscription-status"]);
-    assert_eq!(names_of(&state, OwnedKind::RoleBinding), ["billing-subscription-status"]);
+    assert_eq!(names_of(&state, OwnedKind::RoleBinding), ["billing-subscription-status", "saaschat-operator"]);
     assert!(names_of(&state, OwnedKind::Ingress).is_empty(), "no host, no ingress");
     let secrets: Vec<_> = state.secrets.iter().map(|s| s.name().to_string()).collect();
     assert_eq!(secrets, ["jwt-signing-key", "postgres-credentials", "redis-credentials", "provider-openai"]);

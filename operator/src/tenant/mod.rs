@@ -2,6 +2,7 @@
 //! tenant as a pipeline (see `reconcile`).
 
 mod cleanup;
+pub mod namespace;
 mod reconcile;
 pub mod secrets;
 pub mod status;
@@ -58,6 +59,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("claiming namespace {namespace}: {source}")]
+    Namespace {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("creating the Subscription: {0}")]
     Subscription(#[source] kube::Error),
     #[error("writing the status: {0}")]
@@ -76,6 +83,7 @@ impl Error {
             Error::Prune { .. } => "prune",
             Error::Secret(_) => "secret",
             Error::Read { .. } => "read",
+            Error::Namespace { .. } => "namespace",
             Error::Subscription(_) => "subscription",
             Error::Status(_) => "status",
             Error::Cleanup(_) => "cleanup",
@@ -89,6 +97,7 @@ impl Error {
             Error::Apply { source, .. }
             | Error::Prune { source, .. }
             | Error::Read { source, .. }
+            | Error::Namespace { source, .. }
             | Error::Subscription(source)
             | Error::Status(source)
             | Error::Cleanup(source) => source,
@@ -379,10 +388,10 @@ mod mock_api_tests {
             reply.send_response(
                 Response::builder().body(Body::from(serde_json::to_vec(&patched).expect("json"))).expect("response"),
             );
-            // The same reconcile goes on to apply, the namespace first, and reports the refusal.
+            // The same reconcile goes on to claim the namespace with a plain create, and reports the refusal.
             let (request, reply) = api.next_request().await.expect("the namespace");
-            assert_eq!(request.method(), Method::PATCH);
-            assert_eq!(request.uri().path(), "/api/v1/namespaces/tenant-acme");
+            assert_eq!(request.method(), Method::POST);
+            assert_eq!(request.uri().path(), "/api/v1/namespaces");
             reply.send_error(std::io::Error::other("refused by the test"));
             let (request, reply) = api.next_request().await.expect("the status");
             assert_eq!(request.uri().path(), "/apis/saaschat.io/v1alpha1/chattenants/acme/status");

@@ -28,6 +28,7 @@ use saaschat_crds::{
 };
 use serde_json::json;
 
+use super::namespace::{self, Ownership};
 use super::status::{self, Observation};
 use super::validate::{Problem, SourceSecrets, referenced_secrets, validate};
 use super::{CONTROLLER, Context, Error, cleanup, secrets};
@@ -97,18 +98,32 @@ async fn apply(tenant: &ChatTenant, ctx: &Context) -> Result<Action, Error> {
         .map(EffectivePlan::of_subscription)
         .unwrap_or_else(|| EffectivePlan::of(tenant.spec.plan, None));
     let (resolved, mut problems) = validate(tenant, &providers, &sources, &plan, &ctx.settings.secret_namespace);
-    if let Some(problem) = namespace_conflict(tenant, ctx) {
-        problems.insert(0, problem);
-    }
     let (suspension, recheck) = decide_suspension(tenant.spec.suspend, subscription.as_deref(), now);
     let paused =
         tenant.annotations().get(names::RECONCILE_ANNOTATION).map(String::as_str) == Some(names::RECONCILE_PAUSED);
-    let conflict = problems.first().is_some_and(|p| p.reason == "NamespaceConflict");
-    let decided = Decided { suspension, paused, plan: &plan };
+    let subscription_plan = subscription.as_deref().map(|subscription| subscription.spec.plan);
+    let decided = Decided { suspension, paused, plan: &plan, subscription_plan };
     let previous_copies = tenant.status.as_ref().map(|status| status.copied_secrets.clone()).unwrap_or_default();
     let mut copies = previous_copies.clone();
+    // Nothing is written into a namespace before it is proven to be the tenant's (a paused tenant writes nothing).
+    let ownership = if paused {
+        Ownership::Owned
+    } else {
+        match namespace::claim(tenant, ctx, &namespace).await {
+            Ok(ownership) => ownership,
+            Err(error) => {
+                problems.insert(0, Problem::new("ApplyFailed", error.to_string()));
+                report(tenant, ctx, &problems, &decided, copies, now).await?;
+                return Err(error);
+            }
+        }
+    };
+    let owned = ownership == Ownership::Owned;
+    if let Ownership::Refused(problem) = ownership {
+        problems.insert(0, problem);
+    }
 
-    if !paused && !conflict {
+    if !paused && owned {
         // 3. Build.
         let replicas = current_replicas(ctx, &namespace);
         let inputs = TenantInputs {
@@ -155,6 +170,8 @@ struct Decided<'a> {
     suspension: Suspension,
     paused: bool,
     plan: &'a EffectivePlan,
+    /// The plan of the tenant's Subscription, when it has one.
+    subscription_plan: Option<saaschat_crds::PlanName>,
 }
 
 /// Computes the status from what was observed and writes it when it changed.
@@ -173,6 +190,8 @@ async fn report(
         components: observe_components(tenant, ctx, decided.suspension),
         plan: Some(decided.plan.name.as_str().to_string()),
         copied_secrets,
+        subscription_plan: decided.subscription_plan,
+        deleting: None,
     };
     write_status(tenant, ctx, status::compute(tenant, observation, now)).await
 }
@@ -192,17 +211,6 @@ async fn read_source_secrets(ctx: &Context, names: &[String]) -> Result<SourceSe
         .read(&api, namespace, names)
         .await
         .map_err(|source| Error::Read { what: format!("Secrets in {namespace} ({})", names.join(", ")), source })
-}
-
-/// Two tenants cannot share a namespace: the second one is refused with a condition, never applied.
-fn namespace_conflict(tenant: &ChatTenant, ctx: &Context) -> Option<Problem> {
-    let namespace = names::tenant_namespace(tenant);
-    let key = ObjectKey { kind: OwnedKind::Namespace, namespace: None, name: namespace.clone() };
-    let meta = ctx.applier.stores.meta(&key)?;
-    let owner = meta.labels.as_ref()?.get(names::LABEL_TENANT)?;
-    (owner != &tenant.name_any()).then(|| {
-        Problem::new("NamespaceConflict", format!("namespace {namespace} already belongs to ChatTenant {owner:?}"))
-    })
 }
 
 async fn apply_one(ctx: &Context, object: &build::DesiredObject, conservative: bool) -> Result<(), Error> {
@@ -247,6 +255,20 @@ async fn apply_desired(
     }
     let namespaces = waves.remove(&OwnedKind::Namespace.apply_wave()).unwrap_or_default();
     apply_wave(ctx, namespaces, conservative).await?;
+    // The operator reaches the namespace's Secrets only through this binding: it goes before them.
+    let access =
+        desired.objects.iter().find(|o| o.kind == OwnedKind::RoleBinding && o.name() == names::OPERATOR_ACCESS);
+    let newly_bound = match access {
+        Some(access) => ctx.applier.apply(access).await.map_err(|source| Error::Apply {
+            kind: access.kind,
+            name: access.name().to_string(),
+            source,
+        })?,
+        None => false,
+    };
+    for wave in waves.values_mut() {
+        wave.retain(|o| !(o.kind == OwnedKind::RoleBinding && o.name() == names::OPERATOR_ACCESS));
+    }
     let mut waves = waves.into_values();
     let secrets_api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
     let secrets = secrets::ensure(
@@ -256,7 +278,11 @@ async fn apply_desired(
         namespace,
         &ctx.metrics,
         &ctx.verified_secrets,
-        secrets::ReadPolicy { max_age: ctx.resync, probably_missing: never_reconciled(tenant) },
+        secrets::ReadPolicy {
+            max_age: ctx.resync,
+            probably_missing: never_reconciled(tenant),
+            access_just_granted: newly_bound,
+        },
     );
     let first_wave = apply_wave(ctx, waves.next().unwrap_or_default(), conservative);
     let subscription =
@@ -268,7 +294,7 @@ async fn apply_desired(
     // The set of desired objects does not depend on the providers, so pruning is safe even while a problem
     // stands (copied Secrets, which do depend on them, are deleted only without a problem, in `apply`).
     let wanted: BTreeSet<ObjectKey> = desired.objects.iter().map(key_of).collect();
-    for key in ctx.applier.stores.of_tenant(&tenant.name_any()) {
+    for key in ctx.applier.stores.of_tenant(&tenant.name_any(), namespace) {
         if key.kind == OwnedKind::Namespace || wanted.contains(&key) {
             continue;
         }
@@ -316,7 +342,7 @@ fn current_replicas(ctx: &Context, namespace: &str) -> CurrentReplicas {
         .collect()
 }
 
-fn observe_components(tenant: &ChatTenant, ctx: &Context, suspension: Suspension) -> Vec<ComponentStatus> {
+pub(super) fn observe_components(tenant: &ChatTenant, ctx: &Context, suspension: Suspension) -> Vec<ComponentStatus> {
     let namespace = names::tenant_namespace(tenant);
     let mut components: Vec<ComponentStatus> = Component::SERVICES
         .into_iter()
@@ -336,7 +362,11 @@ fn observe_components(tenant: &ChatTenant, ctx: &Context, suspension: Suspension
 }
 
 /// Writes the status when it changed, and publishes Events for the transitions a person should see.
-async fn write_status(tenant: &ChatTenant, ctx: &Context, new_status: ChatTenantStatus) -> Result<(), Error> {
+pub(super) async fn write_status(
+    tenant: &ChatTenant,
+    ctx: &Context,
+    new_status: ChatTenantStatus,
+) -> Result<(), Error> {
     let old_status = tenant.status.clone().unwrap_or_default();
     if old_status == new_status {
         return Ok(());
@@ -371,7 +401,7 @@ fn transitions(old: &ChatTenantStatus, new: &ChatTenantStatus) -> Vec<Event> {
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
     let mut events = Vec::new();
-    for type_ in [status::READY, status::SUSPENDED, status::PAUSED] {
+    for type_ in [status::READY, status::SUSPENDED, status::PAUSED, status::PLAN_SPEC_IGNORED] {
         let (Some(after), before) = (reason_of(new, type_), reason_of(old, type_)) else {
             continue;
         };
@@ -406,7 +436,16 @@ mod tests {
     fn status_with(problems: &[Problem], suspension: Suspension) -> ChatTenantStatus {
         status::compute(
             &tenant("acme"),
-            Observation { problems, suspension, paused: false, components: vec![], plan: None, copied_secrets: vec![] },
+            Observation {
+                problems,
+                suspension,
+                paused: false,
+                components: vec![],
+                plan: None,
+                copied_secrets: vec![],
+                subscription_plan: None,
+                deleting: None,
+            },
             Timestamp::from_second(5).expect("time"),
         )
     }

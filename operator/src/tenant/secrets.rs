@@ -206,6 +206,24 @@ pub struct ReadPolicy {
     /// first, saving a round trip. One that exists after all is left alone if generated, and read, compared and
     /// replaced if need be if it is a copy.
     pub probably_missing: bool,
+    /// The operator's access to the namespace's Secrets (its RoleBinding there) was granted a moment ago: the API
+    /// server's authorizer may not know it yet, so a refusal is retried a few times before it counts.
+    pub access_just_granted: bool,
+}
+
+/// Waits between attempts while a fresh RoleBinding reaches the API server's authorizer (its cache usually
+/// catches up within milliseconds); about 1.5 seconds in all.
+const ACCESS_GRANT_WAITS: [Duration; 6] = [
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+];
+
+fn is_forbidden(error: &SecretError) -> bool {
+    matches!(error, SecretError::Api { source: kube::Error::Api(status), .. } if status.code == 403)
 }
 
 /// Ensures every desired Secret exists with the right contents, all at the same time. Returns the number of
@@ -219,9 +237,18 @@ pub async fn ensure(
     verified: &Verified,
     policy: ReadPolicy,
 ) -> Result<usize, SecretError> {
-    let written = futures::future::try_join_all(
-        desired.iter().map(|secret| ensure_one(api, secret, sources, namespace, metrics, verified, policy)),
-    )
+    let written = futures::future::try_join_all(desired.iter().map(|secret| async move {
+        let mut waits = ACCESS_GRANT_WAITS.iter();
+        loop {
+            match ensure_one(api, secret, sources, namespace, metrics, verified, policy).await {
+                Err(error) if policy.access_just_granted && is_forbidden(&error) => match waits.next() {
+                    Some(wait) => tokio::time::sleep(*wait).await,
+                    None => return Err(error),
+                },
+                result => return result,
+            }
+        }
+    }))
     .await?;
     Ok(written.into_iter().filter(|written| *written).count())
 }
@@ -462,7 +489,8 @@ mod tests {
             seen
         };
         let metrics = Metrics::new().expect("metrics");
-        let policy = ReadPolicy { max_age: Duration::from_secs(300), probably_missing: true };
+        let policy =
+            ReadPolicy { max_age: Duration::from_secs(300), probably_missing: true, access_just_granted: false };
         let ensured = async {
             let written = ensure(&api, &desired, &sources, "tenant-acme", &metrics, &Verified::default(), policy).await;
             drop(api);

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::jiff::Timestamp;
-use saaschat_crds::{ChatTenant, ChatTenantStatus, ComponentStatus, SubscriptionState};
+use saaschat_crds::{ChatTenant, ChatTenantStatus, ComponentStatus, PlanName, SubscriptionState};
 
 use super::validate::Problem;
 use crate::build::tenant_url;
@@ -16,6 +16,8 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const SUSPENDED: &str = "Suspended";
 pub const PAUSED: &str = "Paused";
+/// True while `spec.plan` differs from the plan of the tenant's existing Subscription, which decides.
+pub const PLAN_SPEC_IGNORED: &str = "PlanSpecIgnored";
 
 /// What the reconcile saw and decided, as input to the status.
 pub struct Observation<'a> {
@@ -26,6 +28,10 @@ pub struct Observation<'a> {
     pub plan: Option<String>,
     /// The Secrets copied into the namespace that the operator still has to remember.
     pub copied_secrets: Vec<String>,
+    /// The plan of the tenant's Subscription, when one exists: it decides, whatever `spec.plan` says.
+    pub subscription_plan: Option<PlanName>,
+    /// What deleting the tenant does, while it is being deleted.
+    pub deleting: Option<String>,
 }
 
 pub fn deployment_status(
@@ -72,7 +78,9 @@ pub fn compute(tenant: &ChatTenant, observation: Observation<'_>, now: Timestamp
     let waiting_for = |store: Component| not_ready.iter().any(|c| c.name == store.name());
 
     let mut decided = Vec::new();
-    let ready = if let Some(problem) = observation.problems.first() {
+    let ready = if let Some(deleting) = &observation.deleting {
+        Decided::new(READY, false, "Deleting", deleting.clone())
+    } else if let Some(problem) = observation.problems.first() {
         Decided::new(READY, false, problem.reason, problem.message.clone())
     } else if observation.suspension == Suspension::Requested {
         Decided::new(READY, false, "Suspended", "spec.suspend is set: every service is scaled to zero")
@@ -96,7 +104,9 @@ pub fn compute(tenant: &ChatTenant, observation: Observation<'_>, now: Timestamp
     let is_ready = ready.status;
     decided.push(ready);
 
-    decided.push(if observation.paused {
+    decided.push(if let Some(deleting) = &observation.deleting {
+        Decided::new(PROGRESSING, true, "Deleting", deleting.clone())
+    } else if observation.paused {
         Decided::new(
             PROGRESSING,
             false,
@@ -131,6 +141,22 @@ pub fn compute(tenant: &ChatTenant, observation: Observation<'_>, now: Timestamp
         Decided::new(PAUSED, true, "ReconcilePaused", "remove the saaschat.io/reconcile annotation to resume")
     } else {
         Decided::new(PAUSED, false, "Reconciling", "changes are applied")
+    });
+
+    decided.push(match observation.subscription_plan {
+        Some(plan) if plan != tenant.spec.plan => Decided::new(
+            PLAN_SPEC_IGNORED,
+            true,
+            "SubscriptionDecides",
+            format!(
+                "spec.plan is {} but the tenant's Subscription is on {}: the Subscription decides; change the plan \
+                 there (or through billing)",
+                tenant.spec.plan.as_str(),
+                plan.as_str()
+            ),
+        ),
+        Some(_) => Decided::new(PLAN_SPEC_IGNORED, false, "SubscriptionMatches", "the Subscription is on spec.plan"),
+        None => Decided::new(PLAN_SPEC_IGNORED, false, "NoSubscription", "the Subscription is created from spec.plan"),
     });
 
     ChatTenantStatus {
@@ -175,6 +201,8 @@ mod tests {
                 components,
                 plan: Some("pro".into()),
                 copied_secrets: vec![],
+                subscription_plan: None,
+                deleting: None,
             },
             Timestamp::from_second(1_000).expect("time"),
         )
@@ -236,6 +264,8 @@ mod tests {
                 components: all_ready(),
                 plan: None,
                 copied_secrets: vec!["provider-openai".into()],
+                subscription_plan: None,
+                deleting: None,
             },
             Timestamp::from_second(1_000).expect("time"),
         );
@@ -249,6 +279,8 @@ mod tests {
                 components: all_ready(),
                 plan: None,
                 copied_secrets: vec!["provider-openai".into()],
+                subscription_plan: None,
+                deleting: None,
             },
             Timestamp::from_second(9_000).expect("time"),
         );
